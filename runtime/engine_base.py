@@ -1,0 +1,122 @@
+"""What an engine is to the rest of the runtime. Engines know nothing about HTTP.
+
+A generative engine hands out :class:`DecodeBatch` objects: a set of sequences that advance one
+token per :meth:`DecodeBatch.step`, that new sequences can join (:meth:`DecodeBatch.add`) and that
+finished or abandoned ones leave (:meth:`DecodeBatch.remove`). The scheduler (serving) and the
+batch runner (offline) drive them; all calls come from one thread, which owns the device.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Task = Literal["generate", "embed"]
+
+
+@dataclass(frozen=True)
+class SamplingParams:
+    max_tokens: int
+    temperature: float = 0.0
+    top_p: float = 1.0
+    seed: int | None = None
+    ignore_eos: bool = False
+
+
+@dataclass(eq=False)
+class Sequence:
+    """One prompt being generated (or embedded)."""
+
+    prompt_ids: list[int]
+    params: SamplingParams = field(default_factory=lambda: SamplingParams(max_tokens=16))
+    output_ids: list[int] = field(default_factory=list)
+    finish_reason: str | None = None
+    tag: Any = None  # the caller's handle (a request, an input record)
+    engine_state: Any = None  # engine-private (a random generator, for example)
+
+    @property
+    def finished(self) -> bool:
+        return self.finish_reason is not None
+
+    def append(self, token: int, eos_ids: frozenset[int], max_model_len: int) -> str | None:
+        """Record one generated token; return and remember why the sequence ends, if it does."""
+        self.output_ids.append(token)
+        if not self.params.ignore_eos and token in eos_ids:
+            self.finish_reason = "stop"
+        elif len(self.output_ids) >= self.params.max_tokens:
+            self.finish_reason = "length"
+        elif len(self.prompt_ids) + len(self.output_ids) >= max_model_len:
+            self.finish_reason = "length"
+        return self.finish_reason
+
+
+class DecodeBatch(ABC):
+    """Sequences advancing together on the device."""
+
+    seqs: list[Sequence]
+
+    @abstractmethod
+    def add(self, seqs: list[Sequence]) -> list[int]:
+        """Prefill ``seqs`` and join them to the batch; return each one's first token."""
+
+    @abstractmethod
+    def step(self) -> list[int]:
+        """One decoding step: the next token of every sequence, in ``self.seqs`` order."""
+
+    @abstractmethod
+    def remove(self, seqs: Iterable[Sequence]) -> None:
+        """Drop sequences (finished, cancelled, timed out), freeing their share of the device."""
+
+
+class Engine(ABC):
+    """A loaded model and its tokenizer."""
+
+    task: Task = "generate"
+    max_model_len: int = 2048
+    max_batch_size: int = 16
+    eos_token_ids: frozenset[int] = frozenset()
+    oom_splits: int = 0
+
+    @abstractmethod
+    def load(self) -> None: ...
+
+    def close(self) -> None:
+        """Release the model and the device memory it holds."""
+
+    @abstractmethod
+    def encode(self, text: str) -> list[int]: ...
+
+    @abstractmethod
+    def decode(self, ids: list[int]) -> str: ...
+
+    def chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        raise NotImplementedError
+
+    def new_batch(self) -> DecodeBatch:
+        raise NotImplementedError
+
+    def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        raise NotImplementedError
+
+
+def generate_all(engine: Engine, seqs: list[Sequence], batch_size: int) -> Iterator[Sequence]:
+    """Run ``seqs`` to completion in batches of at most ``batch_size``, in the given order,
+    refilling the batch as sequences finish; yield each sequence as it finishes."""
+    pending = list(reversed(seqs))
+    batch = engine.new_batch()
+    refill_at = max(1, batch_size // 4)
+    while pending or batch.seqs:
+        room = batch_size - len(batch.seqs)
+        if pending and (not batch.seqs or room >= refill_at):
+            new = [pending.pop() for _ in range(min(room, len(pending)))]
+            tokens = batch.add(new)
+            new_seqs = new
+        else:
+            tokens = batch.step()
+            new_seqs = list(batch.seqs)
+        done = [s for s, t in zip(new_seqs, tokens) if s.append(t, engine.eos_token_ids, engine.max_model_len)]
+        if done:
+            batch.remove(done)
+            yield from done

@@ -1,0 +1,421 @@
+"""The transformers engine: a Hugging Face model on CPU or one GPU.
+
+Generation runs on padded batches with a key/value cache that sequences can join and leave
+between steps (continuous batching over ordinary padded tensors; on CPUs and for small models
+this beats paged attention). Encoders answer embeddings (mean pooling, L2-normalised).
+
+GPU behaviour: half precision on CUDA, one thread owns the device (the caller guarantees it;
+:attr:`device_lock` guards the few calls made from elsewhere), a batch size probed from free
+memory at start-up, and a forward pass that runs out of memory is split in halves and retried.
+"""
+
+from __future__ import annotations
+
+import gc
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers.cache_utils import DynamicCache, DynamicLayer
+
+from runtime.engine_base import DecodeBatch, Engine, Sequence
+from runtime.errors import UsageError
+from runtime.settings import ServeSettings
+
+log = logging.getLogger("runtime.engine")
+
+KV = list[tuple[torch.Tensor, torch.Tensor]]
+
+CPU_BATCH_SIZE = 32
+GPU_BATCH_CAP = 256
+ENCODER_TYPES = {
+    "bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deberta-v2", "mpnet", "electra",
+    "albert", "camembert", "modernbert", "nomic_bert", "xlm", "e5", "new",
+}
+
+
+def is_oom(exc: BaseException) -> bool:
+    """An out-of-memory error from the device (CUDA raises a RuntimeError subclass)."""
+    if isinstance(exc, torch.OutOfMemoryError):
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    """``auto`` is half precision on CUDA (bfloat16 where supported) and float32 on CPU."""
+    if dtype == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}[dtype]
+
+
+def is_generative(config: Any) -> bool:
+    archs = getattr(config, "architectures", None) or []
+    if archs:
+        return any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs)
+    return config.model_type not in ENCODER_TYPES
+
+
+# --------------------------------------------------------------------------- padded tensors
+def _pad_left(t: torch.Tensor, length: int, dim: int, value: float = 0) -> torch.Tensor:
+    missing = length - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([torch.full(shape, value, dtype=t.dtype, device=t.device), t], dim=dim)
+
+
+class Rows:
+    """The device state of some sequences: per-layer keys/values ``[B, H, L, D]`` (left-padded),
+    the attention mask ``[B, L]``, each row's next position, and the last sampled token."""
+
+    def __init__(self, kv: KV, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor | None = None):
+        self.kv = kv
+        self.mask = mask
+        self.positions = positions
+        self.logits = logits  # of the last forward pass, [B, V]
+        self.tokens: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.mask.shape[0]
+
+    def select(self, index: torch.Tensor) -> "Rows":
+        rows = Rows(
+            [(k.index_select(0, index), v.index_select(0, index)) for k, v in self.kv],
+            self.mask.index_select(0, index),
+            self.positions.index_select(0, index),
+            None if self.logits is None else self.logits.index_select(0, index),
+        )
+        if self.tokens is not None:
+            rows.tokens = self.tokens.index_select(0, index)
+        return rows
+
+    def trim(self) -> None:
+        """Drop leading columns that are padding in every row."""
+        used = self.mask.any(dim=0).nonzero()
+        first = int(used[0]) if len(used) else self.mask.shape[1]
+        if first > 0:
+            self.mask = self.mask[:, first:]
+            self.kv = [(k[:, :, first:], v[:, :, first:]) for k, v in self.kv]
+
+    @staticmethod
+    def concat(parts: list["Rows"]) -> "Rows":
+        parts = [p for p in parts if len(p)]
+        if len(parts) == 1:
+            return parts[0]
+        length = max(p.mask.shape[1] for p in parts)
+        kv = []
+        for layer in range(len(parts[0].kv)):
+            kv.append((
+                torch.cat([_pad_left(p.kv[layer][0], length, 2) for p in parts]),
+                torch.cat([_pad_left(p.kv[layer][1], length, 2) for p in parts]),
+            ))
+        rows = Rows(
+            kv,
+            torch.cat([_pad_left(p.mask, length, 1) for p in parts]),
+            torch.cat([p.positions for p in parts]),
+            None if any(p.logits is None for p in parts) else torch.cat([p.logits for p in parts]),
+        )
+        if all(p.tokens is not None for p in parts):
+            rows.tokens = torch.cat([p.tokens for p in parts])
+        return rows
+
+    def halves(self) -> tuple["Rows", "Rows"]:
+        n = len(self)
+        idx = torch.arange(n, device=self.mask.device)
+        return self.select(idx[: n // 2]), self.select(idx[n // 2 :])
+
+
+def _cache_of(kv: KV) -> DynamicCache:
+    """A DynamicCache over existing tensors (no copy)."""
+    cache = DynamicCache()
+    for k, v in kv:
+        layer = DynamicLayer()
+        layer.lazy_initialization(k, v)
+        layer.keys, layer.values = k, v
+        cache.layers.append(layer)
+    return cache
+
+
+def _kv_of(cache: Any) -> KV:
+    return [(layer.keys, layer.values) for layer in cache.layers]
+
+
+# --------------------------------------------------------------------------- engine
+class TransformersEngine(Engine):
+    def __init__(self, settings: ServeSettings):
+        if not settings.model:
+            raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
+        self.settings = settings
+        self.device_lock = threading.RLock()
+        self.model: Any = None
+        self.tokenizer: Any = None
+        self.device = torch.device("cpu")
+        self.dtype = torch.float32
+        self.pad_id = 0
+        self.probed_batch_size: int | None = None
+        self.oom_splits = 0
+        self._forward_kwargs: dict[str, Any] = {}
+
+    # ---------------------------------------------------------------- loading
+    def load(self) -> None:
+        s = self.settings
+        source = s.model
+        assert source
+        if Path(source).expanduser().exists():
+            source = str(Path(source).expanduser())
+        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.dtype = resolve_dtype(s.dtype, self.device)
+        if s.quantization:
+            log.warning("quantization %r is applied by the vllm engine; this engine loads the checkpoint as saved", s.quantization)
+        try:
+            config = AutoConfig.from_pretrained(source, trust_remote_code=s.trust_remote_code)
+            self.task = "generate" if is_generative(config) else "embed"
+            tokenizer = AutoTokenizer.from_pretrained(source, trust_remote_code=s.trust_remote_code)
+            auto = AutoModelForCausalLM if self.task == "generate" else AutoModel
+            model = auto.from_pretrained(source, dtype=self.dtype, trust_remote_code=s.trust_remote_code)
+        except OSError as exc:
+            raise UsageError(f"cannot load model {s.model!r}: {str(exc).splitlines()[0]}") from None
+        with self.device_lock:
+            self.model = model.to(self.device).eval()
+        tokenizer.padding_side = "left"
+        self.tokenizer = tokenizer
+        self.pad_id = next(
+            (i for i in (tokenizer.pad_token_id, tokenizer.eos_token_id, 0) if i is not None), 0
+        )
+        self.eos_token_ids = frozenset(self._eos_ids(model, tokenizer))
+        self.max_model_len = s.max_model_len or self._context_length(config, tokenizer)
+        if self.task == "generate":
+            self._forward_kwargs = {"logits_to_keep": 1}
+            try:
+                self._forward(torch.tensor([[self.pad_id]], device=self.device), torch.ones(1, 1, dtype=torch.long, device=self.device), torch.zeros(1, 1, dtype=torch.long, device=self.device), [])
+            except TypeError:
+                self._forward_kwargs = {}
+        self.max_batch_size = s.max_batch_size or self._default_batch_size()
+        log.info(
+            "loaded %s (%s) on %s in %s, context %d, batch size %d",
+            s.model, self.task, self.device, str(self.dtype).removeprefix("torch."), self.max_model_len, self.max_batch_size,
+        )
+
+    @staticmethod
+    def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
+        ids: set[int] = set()
+        gen = getattr(model, "generation_config", None)
+        eos = getattr(gen, "eos_token_id", None) if gen is not None else None
+        for value in (eos, tokenizer.eos_token_id):
+            if isinstance(value, int):
+                ids.add(value)
+            elif isinstance(value, (list, tuple)):
+                ids.update(int(v) for v in value)
+        return ids
+
+    @staticmethod
+    def _context_length(config: Any, tokenizer: Any) -> int:
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        for name in ("max_position_embeddings", "n_positions", "max_seq_len", "seq_length"):
+            value = getattr(text, name, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        length = getattr(tokenizer, "model_max_length", None)
+        return length if isinstance(length, int) and 0 < length < 1_000_000 else 2048
+
+    def _default_batch_size(self) -> int:
+        if self.device.type != "cuda":
+            return CPU_BATCH_SIZE
+        self.probed_batch_size = self.probe_batch_size()
+        return self.probed_batch_size
+
+    def probe_batch_size(self, sample_len: int | None = None) -> int:
+        """Run one sequence of a typical length, measure its peak memory and divide 80 % of the
+        free memory by it (the seed's probe, for key/value caches as well as activations)."""
+        length = sample_len or min(self.max_model_len, 1024)
+        with self.device_lock:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(self.device)
+            baseline = torch.cuda.memory_allocated(self.device)
+            ids = [self.pad_id] * (length - 1)
+            if self.task == "generate":
+                batch = self.new_batch()
+                batch.add([Sequence(prompt_ids=ids)])
+                batch.step()
+                del batch
+            else:
+                self.embed([ids])
+            peak = torch.cuda.max_memory_allocated(self.device)
+            torch.cuda.empty_cache()
+            free, _ = torch.cuda.mem_get_info(self.device)
+        per_seq = max(peak - baseline, 1)
+        size = max(1, min(GPU_BATCH_CAP, int(free * 0.8 / per_seq)))
+        log.info("probed batch size %d (%.1f MiB per sequence of %d tokens, %.0f MiB free)", size, per_seq / 2**20, length, free / 2**20)
+        return size
+
+    def close(self) -> None:
+        with self.device_lock:
+            self.model = None
+            gc.collect()
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+
+    # ---------------------------------------------------------------- text
+    def encode(self, text: str) -> list[int]:
+        return list(self.tokenizer(text, add_special_tokens=True)["input_ids"])
+
+    def decode(self, ids: list[int]) -> str:
+        return self.tokenizer.decode(ids, skip_special_tokens=True)
+
+    def chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise ValueError("this model has no chat template; use /v1/completions")
+        out = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=True)
+        if hasattr(out, "keys") and "input_ids" in out:
+            out = out["input_ids"]
+        return list(out)
+
+    # ---------------------------------------------------------------- device work
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: KV) -> tuple[torch.Tensor, KV]:
+        """One forward pass: the logits of each row's last position and the extended cache."""
+        cache = _cache_of(kv)
+        out = self.model(
+            input_ids=input_ids, attention_mask=mask, position_ids=positions,
+            past_key_values=cache, use_cache=True, **self._forward_kwargs,
+        )
+        return out.logits[:, -1, :], _kv_of(out.past_key_values)
+
+    def _empty_cache(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def split_on_oom(self, run: Callable[[Any], Any], items: Any, join: Callable[[list[Any]], Any], halves: Callable[[Any], tuple[Any, Any]]) -> Any:
+        """``run(items)``; if the device runs out of memory, run each half and join the results."""
+        try:
+            return run(items)
+        except Exception as exc:  # noqa: BLE001 - re-raised unless it is an OOM we can split
+            if not is_oom(exc) or len(items) <= 1:
+                raise
+        self._empty_cache()
+        self.oom_splits += 1
+        first, second = halves(items)
+        log.warning("out of memory on a batch of %d; retrying as %d + %d", len(items), len(first), len(second))
+        return join([self.split_on_oom(run, first, join, halves), self.split_on_oom(run, second, join, halves)])
+
+    @torch.inference_mode()
+    def prefill(self, prompts: list[list[int]]) -> Rows:
+        def run(ps: list[list[int]]) -> Rows:
+            length = max(len(p) for p in ps)
+            ids = torch.tensor([[self.pad_id] * (length - len(p)) + p for p in ps], device=self.device)
+            mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in ps], device=self.device)
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            logits, kv = self._forward(ids, mask, positions, [])
+            return Rows(kv, mask, mask.sum(-1), logits)
+
+        def halves(ps: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
+            return ps[: len(ps) // 2], ps[len(ps) // 2 :]
+
+        return self.split_on_oom(run, prompts, Rows.concat, halves)
+
+    @torch.inference_mode()
+    def decode_step(self, rows: Rows) -> Rows:
+        def run(r: Rows) -> Rows:
+            assert r.tokens is not None
+            mask = torch.cat([r.mask, torch.ones(len(r), 1, dtype=r.mask.dtype, device=r.mask.device)], dim=1)
+            logits, kv = self._forward(r.tokens[:, None], mask, r.positions[:, None], r.kv)
+            return Rows(kv, mask, r.positions + 1, logits)
+
+        return self.split_on_oom(run, rows, Rows.concat, Rows.halves)
+
+    @torch.inference_mode()
+    def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        tokens = logits.argmax(dim=-1)
+        for i, seq in enumerate(seqs):
+            p = seq.params
+            if p.temperature <= 0:
+                continue
+            if seq.engine_state is None:
+                gen = torch.Generator(device=logits.device)
+                gen.manual_seed(p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,))))
+                seq.engine_state = gen
+            row = logits[i].float() / p.temperature
+            probs = torch.softmax(row, dim=-1)
+            if p.top_p < 1.0:
+                sorted_probs, order = probs.sort(descending=True)
+                keep = sorted_probs.cumsum(-1) - sorted_probs < p.top_p
+                sorted_probs = sorted_probs * keep
+                probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
+            tokens[i] = torch.multinomial(probs, 1, generator=seq.engine_state)[0]
+        return tokens
+
+    def new_batch(self) -> DecodeBatch:
+        if self.task != "generate":
+            raise ValueError("this model is an encoder; it answers embeddings only")
+        return TransformersBatch(self)
+
+    @torch.inference_mode()
+    def embed(self, inputs: list[list[int]]) -> list[list[float]]:
+        def run(ps: list[list[int]]) -> torch.Tensor:
+            length = max(len(p) for p in ps)
+            ids = torch.tensor([p + [self.pad_id] * (length - len(p)) for p in ps], device=self.device)
+            mask = torch.tensor([[1] * len(p) + [0] * (length - len(p)) for p in ps], device=self.device)
+            hidden = self.model(input_ids=ids, attention_mask=mask).last_hidden_state
+            m = mask.unsqueeze(-1).to(hidden.dtype)
+            pooled = (hidden * m).sum(1) / m.sum(1).clamp(min=1)
+            return torch.nn.functional.normalize(pooled.float(), dim=-1)
+
+        def halves(ps: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
+            return ps[: len(ps) // 2], ps[len(ps) // 2 :]
+
+        with self.device_lock:
+            vectors = self.split_on_oom(run, inputs, lambda parts: torch.cat(parts), halves)
+        return vectors.cpu().tolist()
+
+
+class TransformersBatch(DecodeBatch):
+    def __init__(self, engine: TransformersEngine):
+        self.engine = engine
+        self.seqs: list[Sequence] = []
+        self.rows: Rows | None = None
+
+    def add(self, seqs: list[Sequence]) -> list[int]:
+        if not seqs:
+            return []
+        e = self.engine
+        with e.device_lock:
+            new = e.prefill([s.prompt_ids for s in seqs])
+            assert new.logits is not None
+            new.tokens = e.sample(new.logits, seqs)
+            new.logits = None
+            self.rows = new if self.rows is None or not self.seqs else Rows.concat([self.rows, new])
+        self.seqs.extend(seqs)
+        return new.tokens.tolist()
+
+    def step(self) -> list[int]:
+        if not self.seqs:
+            return []
+        e = self.engine
+        assert self.rows is not None
+        with e.device_lock:
+            rows = e.decode_step(self.rows)
+            assert rows.logits is not None
+            rows.tokens = e.sample(rows.logits, self.seqs)
+            rows.logits = None
+            self.rows = rows
+        return rows.tokens.tolist()
+
+    def remove(self, seqs: Iterable[Sequence]) -> None:
+        gone = {id(s) for s in seqs}
+        keep = [i for i, s in enumerate(self.seqs) if id(s) not in gone]
+        if len(keep) == len(self.seqs):
+            return
+        self.seqs = [self.seqs[i] for i in keep]
+        if not keep:
+            self.rows = None
+            return
+        assert self.rows is not None
+        with self.engine.device_lock:
+            self.rows = self.rows.select(torch.tensor(keep, device=self.rows.mask.device))
+            self.rows.trim()

@@ -1,0 +1,72 @@
+"""The runtime's errors: a small tree, turned into one-line messages at the command line and
+into OpenAI-shaped error bodies by the server."""
+
+from __future__ import annotations
+
+
+class RuntimeFailure(Exception):
+    """Base of every error the runtime raises on purpose."""
+
+    exit_code = 1
+
+
+class UsageError(RuntimeFailure):
+    """A mistake the user can fix: a bad flag, a missing file, a missing optional dependency."""
+
+    exit_code = 2
+
+
+class RequestError(RuntimeFailure):
+    """A request the server refuses; carries the HTTP status and OpenAI error fields."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status: int = 400,
+        type: str = "invalid_request_error",
+        param: str | None = None,
+        code: str | None = None,
+        headers: dict[str, str] | None = None,
+    ):
+        super().__init__(message)
+        self.message = message
+        self.status = status
+        self.type = type
+        self.param = param
+        self.code = code
+        self.headers = headers or {}
+
+
+class QueueFull(RequestError):
+    """The bounded queue is full: 429 with Retry-After."""
+
+    def __init__(self, retry_after: int):
+        super().__init__(
+            "The server is at capacity; retry later.",
+            status=429,
+            type="rate_limit_error",
+            code="queue_full",
+            headers={"Retry-After": str(retry_after)},
+        )
+
+
+class RequestTimeout(RequestError):
+    def __init__(self, seconds: float):
+        super().__init__(
+            f"The request did not finish within {seconds:g} seconds.",
+            status=408,
+            type="timeout_error",
+            code="request_timeout",
+        )
+
+
+class NotReady(RequestError):
+    def __init__(self) -> None:
+        super().__init__(
+            "The model is still loading; retry when /ready answers 200.",
+            status=503,
+            type="service_unavailable",
+            code="model_loading",
+            headers={"Retry-After": "5"},
+        )

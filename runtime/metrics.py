@@ -1,0 +1,42 @@
+"""Prometheus metrics of one server (its own registry, so several apps can live in one process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+LATENCY_BUCKETS = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600)
+TTFT_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256, 512)
+
+
+class Metrics:
+    content_type = CONTENT_TYPE_LATEST
+
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "mlshift_requests", "Requests answered, by endpoint and HTTP status.", ["endpoint", "status"], registry=r
+        )
+        self.latency = Histogram(
+            "mlshift_request_latency_seconds", "Time from arrival to the last byte, by endpoint.", ["endpoint"],
+            buckets=LATENCY_BUCKETS, registry=r,
+        )
+        self.ttft = Histogram(
+            "mlshift_time_to_first_token_seconds", "Time from arrival to the first generated token.",
+            buckets=TTFT_BUCKETS, registry=r,
+        )
+        self.prompt_tokens = Counter("mlshift_prompt_tokens", "Tokens read from prompts and inputs.", registry=r)
+        self.generation_tokens = Counter("mlshift_generation_tokens", "Tokens generated.", registry=r)
+        self.queue_depth = Gauge("mlshift_queue_depth", "Requests waiting for a place in a batch.", registry=r)
+        self.running = Gauge("mlshift_running_requests", "Requests in the batch on the device.", registry=r)
+        self.batch_size = Histogram(
+            "mlshift_batch_size", "Sequences per forward pass on the device.", buckets=BATCH_BUCKETS, registry=r
+        )
+        self.max_batch_size = Gauge("mlshift_max_batch_size", "Most sequences in one batch (configured or probed).", registry=r)
+        self.oom_splits = Counter("mlshift_oom_splits", "Batches split in halves after running out of device memory.", registry=r)
+        self.rejected = Counter("mlshift_rejected_requests", "Requests refused because the queue was full.", registry=r)
+        self.ready = Gauge("mlshift_model_ready", "1 once the model is loaded.", registry=r)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,247 @@
+"""The command line: argument parsing mapped onto the core API, errors onto messages and exit codes.
+
+``python -m wizard new NAME`` creates or updates ``deployments/NAME``; ``render``, ``validate``
+and ``schema`` work offline; the operations verbs (deploy, submit, logs, ...) drive ``oc`` and
+are what the generated scripts call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import ConfigError, MlshiftError, UserError
+from .paths import DEFAULT_DEPLOYMENTS
+
+PROG = "python -m wizard"
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse that reports a usage mistake in one line and exits 2."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"error: {message} (see {self.prog} --help)\n")
+
+
+def _deployment_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("deployment", metavar="DEPLOYMENT_DIR", type=Path,
+                   help="the deployment folder (or its name under deployments/)")
+
+
+def resolve_deployment(path: Path) -> Path:
+    if path.is_dir() or len(path.parts) != 1:
+        return path
+    candidate = DEFAULT_DEPLOYMENTS / path
+    return candidate if candidate.is_dir() else path
+
+
+# --------------------------------------------------------------------------- new / render / validate
+def cmd_new(args: argparse.Namespace) -> int:
+    from .deployment import build_config, create_or_update, initial_data
+    from .render import check_target, summarize
+
+    deployments_dir: Path = args.deployments_dir
+    target = check_target(deployments_dir, args.name)
+    interactive = args.interactive or not (args.answers or args.defaults or args.set)
+    data = initial_data(target, args.answers, args.set or [], args.name)
+    if interactive:
+        if not sys.stdin.isatty() or not sys.stdout.isatty():
+            raise UserError("no terminal to ask questions on; pass --defaults, --answers FILE or --set key=value")
+        from .dialogue import run_dialogue
+
+        config = run_dialogue(data, name=args.name, target=target, preset=args.preset)
+        if config is None:
+            print("Nothing written.")
+            return 1
+    else:
+        if args.preset:
+            from .presets import apply_preset
+
+            data = apply_preset(data, args.preset)
+        config = build_config(data, source=str(args.answers) if args.answers else "answers")
+    outcome = create_or_update(args.name, deployments_dir, config=config, force=args.force,
+                               dry_run=args.dry_run, copy_source_from=Path.cwd())
+    verb = "Would write" if args.dry_run else ("Created" if outcome.created else "Updated")
+    print(f"{verb} {_shown(outcome.target)}/")
+    for line in summarize(outcome.reports):
+        print(line)
+    for note in outcome.notes:
+        print(f"  note: {note}")
+    if not args.dry_run:
+        _next_steps(outcome.target, outcome.config)
+    return 0
+
+
+def _shown(path: Path) -> str:
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)
+
+
+def _next_steps(target: Path, config) -> None:
+    from .plan import Plan
+
+    plan = Plan(config, target.name)
+    where = _shown(target)
+    print("\nNext:")
+    for s in plan.secrets:
+        opt = "  # optional" if s["required"] == "no" else ""
+        print(f"  oc create secret generic {s['name']} --from-literal={s['key']}=...{opt}")
+    print(f"  {where}/scripts/deploy.sh")
+    if plan.is_job:
+        print(f"  {where}/scripts/submit-job.sh")
+    elif plan.serves:
+        print(f"  {where}/scripts/port-forward.sh   # then: {where}/scripts/test-inference.sh")
+    else:
+        print(f"  {where}/scripts/shell.sh")
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    from .deployment import rerender
+    from .render import summarize
+
+    outcome = rerender(resolve_deployment(args.deployment), force=args.force, dry_run=args.dry_run)
+    lines = summarize(outcome.reports)
+    print(("Would update" if args.dry_run else "Rendered") + f" {_shown(outcome.target)}/" + ("" if lines else ": up to date"))
+    for line in lines:
+        print(line)
+    return 0
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    from .validate import check_deployment
+
+    directory = resolve_deployment(args.deployment)
+    problems, notes = check_deployment(directory)
+    for note in notes:
+        print(f"note: {note}")
+    if problems:
+        for p in problems:
+            print(f"error: {p}", file=sys.stderr)
+        print(f"{_shown(directory)}: {len(problems)} problem(s)", file=sys.stderr)
+        return 1
+    print(f"{_shown(directory)}: config, manifests and scripts are valid")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    import json
+
+    from .config import json_schema
+
+    text = json.dumps(json_schema(), indent=2) + "\n"
+    if args.output:
+        args.output.write_text(text, encoding="utf-8")
+    else:
+        sys.stdout.write(text)
+    return 0
+
+
+def cmd_docs(args: argparse.Namespace) -> int:
+    from .docs import write_docs
+
+    for path in write_docs(args.output_dir):
+        print(f"wrote {_shown(path)}")
+    return 0
+
+
+def cmd_operation(args: argparse.Namespace) -> int:
+    from . import ops
+
+    return ops.run(args.verb, resolve_deployment(args.deployment), args)
+
+
+# --------------------------------------------------------------------------- parser
+OPERATIONS: dict[str, str] = {
+    "deploy": "build the image if needed, apply the manifests, wait until ready",
+    "delete": "delete what deploy created",
+    "status": "pods, jobs, Route, and why anything is pending or failing",
+    "logs": "the application's logs",
+    "submit": "submit the job under a unique name",
+    "watch": "follow a job until it ends",
+    "jobs": "list submitted jobs",
+    "run-app": "run the application inside the running pod",
+    "exec": "a shell or a command in the running pod",
+    "port-forward": "forward a local port to the ready server pod",
+    "test-inference": "send one real request to the server",
+    "bench": "load-test the server",
+    "jupyter": "Jupyter Lab in the pod, forwarded here",
+    "vscode": "VS Code (code-server) in the pod, forwarded here",
+    "sync": "upload workspace/ or download results",
+    "sweep": "submit one job per sweep combination",
+    "compare": "compare submitted runs",
+    "run-local": "run the application or server on this machine",
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog=PROG, description="Scaffold, validate and operate OpenShift GPU deployments.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+
+    p = sub.add_parser("new", help="create or update deployments/NAME from answers",
+                       description="Create deployments/NAME (or update it, starting from its config.yaml). "
+                                   "Asks questions on a terminal unless --defaults, --answers or --set is given.")
+    p.add_argument("name", metavar="NAME", help="deployment folder and default application name")
+    p.add_argument("--answers", type=Path, metavar="FILE", help="a (partial) config.yaml with the answers")
+    p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one answer, e.g. resources.gpus=2 (repeatable)")
+    p.add_argument("--preset", metavar="NAME", help="start from a preset (see --list-presets in the wizard)")
+    p.add_argument("--defaults", action="store_true", help="take defaults for everything not given; never ask")
+    p.add_argument("-i", "--interactive", action="store_true", help="ask questions even when answers are given")
+    p.add_argument("--deployments-dir", type=Path, default=DEFAULT_DEPLOYMENTS, metavar="DIR",
+                   help="where deployment folders live (default: deployments/ in this checkout)")
+    p.add_argument("--force", action="store_true", help="overwrite files you edited instead of writing FILE.new beside them")
+    p.add_argument("--dry-run", action="store_true", help="show what would be written; write nothing")
+    p.set_defaults(func=cmd_new)
+
+    p = sub.add_parser("render", help="re-render a deployment from its config.yaml")
+    _deployment_arg(p)
+    p.add_argument("--force", action="store_true", help="overwrite files you edited")
+    p.add_argument("--dry-run", action="store_true", help="show what would change; write nothing")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("validate", help="check config, manifests (strict schemas) and scripts (shellcheck) offline")
+    _deployment_arg(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("schema", help="print the JSON Schema of config.yaml")
+    p.add_argument("--output", type=Path, metavar="FILE", help="write it to FILE instead")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("docs", help="regenerate the configuration reference and schema in docs/")
+    p.add_argument("--output-dir", type=Path, default=None, metavar="DIR")
+    p.set_defaults(func=cmd_docs)
+
+    from .ops_args import add_operation_arguments
+
+    for verb, summary in OPERATIONS.items():
+        p = sub.add_parser(verb, help=summary, description=summary[0].upper() + summary[1:] + ".")
+        _deployment_arg(p)
+        add_operation_arguments(verb, p)
+        p.set_defaults(func=cmd_operation, verb=verb)
+    return parser
+
+
+def run(argv: Sequence[str] | None, handler: Callable[[argparse.Namespace], int] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    return (handler or args.func)(args)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    try:
+        return run(argv)
+    except ConfigError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except MlshiftError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("\ninterrupted; nothing was left half-written", file=sys.stderr)
+        return 130
+    except BrokenPipeError:
+        return 0

@@ -1,0 +1,64 @@
+"""Cluster profiles: GPU resource name, tolerations, storage class, GPU product per cluster."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from .errors import ConfigError
+from .loader import did_you_mean, read_yaml
+from .paths import TOOL_ROOT
+
+BUILTIN = Path(__file__).with_name("clusters.yaml")
+USER_FILE = TOOL_ROOT / "clusters.yaml"
+
+
+class Toleration(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    key: str
+    operator: Literal["Exists", "Equal"] = "Exists"
+    value: str | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = None
+
+
+class ClusterProfile(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    description: str = ""
+    gpu_resource: str = "nvidia.com/gpu"
+    gpu_tolerations: list[Toleration] = Field(default_factory=list)
+    gpu_product: str | None = None
+    storage_class: str | None = None
+
+
+@lru_cache(maxsize=None)
+def _load(paths: tuple[Path, ...]) -> dict[str, ClusterProfile]:
+    profiles: dict[str, ClusterProfile] = {}
+    for path in paths:
+        if not path.is_file():
+            continue
+        for name, body in read_yaml(path, label=path.name).items():
+            try:
+                profiles[str(name)] = ClusterProfile.model_validate(body or {})
+            except ValidationError as exc:
+                err = exc.errors(include_url=False)[0]
+                where = ".".join([str(name), *map(str, err["loc"])])
+                raise ConfigError(path.name, [(where, str(err["msg"]).lower())]) from None
+    return profiles
+
+
+def profiles() -> dict[str, ClusterProfile]:
+    return _load((BUILTIN, USER_FILE))
+
+
+def profile(name: str) -> ClusterProfile:
+    known = profiles()
+    if name not in known:
+        raise ConfigError(
+            "config.yaml",
+            [("deployment.cluster", f"{name!r} is not a known cluster profile{did_you_mean(name, list(known))}; "
+              f"known: {', '.join(sorted(known))} (add yours to clusters.yaml)")],
+        )
+    return known[name]

@@ -1,0 +1,595 @@
+"""The schema of ``config.yaml``: one pydantic model tree, unknown keys rejected.
+
+This module is the single list of fields. The wizard fills it, the renderer reads it, the JSON
+Schema (``python -m wizard schema``) and ``docs/reference.md`` are generated from it.
+
+Values that depend on other answers (memory and shared memory scale with GPUs, tensor
+parallel size follows the GPU count, the base image follows the engine) are left empty by the
+user and filled in when the file is loaded; ``config.yaml`` as written by the wizard shows the
+filled-in values so that nothing is hidden.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from typing import Annotated, Any, Literal, Union
+
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    field_validator,
+    model_validator,
+)
+
+from . import quantity
+
+SCHEMA_VERSION = 1
+NAME_MAX = 40  # leaves room for suffixes: "-workspace", job submission ids, pod hashes
+NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+SECRET_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_GPUS_PER_NODE = 16
+VLLM_IMAGE = "docker.io/vllm/vllm-openai:v0.11.0"
+PYTORCH_IMAGE = "docker.io/pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
+CPU_IMAGE = "docker.io/library/python:3.11-slim"
+
+
+def _squash(text: str) -> str:
+    return re.sub(r"[^a-z0-9]", "", text.lower())
+
+
+def choice(*allowed: str):
+    """Accept the spellings users type (``Auto-start``, ``auto start``) for a canonical choice."""
+    table = {_squash(a): a for a in allowed}
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str):
+            return table.get(_squash(value), value)
+        return value
+
+    return BeforeValidator(fix)
+
+
+def check_name(value: str, what: str = "name") -> str:
+    if len(value) > NAME_MAX:
+        raise ValueError(f"{value!r} is {len(value)} characters; a {what} has at most {NAME_MAX}")
+    if not NAME_RE.match(value):
+        raise ValueError(
+            f"{value!r} is not a valid {what}: use lower-case letters, digits and '-', "
+            "starting with a letter and ending with a letter or digit"
+        )
+    return value
+
+
+def check_secret_name(value: str | None) -> str | None:
+    if value is not None and (len(value) > 253 or not SECRET_NAME_RE.match(value)):
+        raise ValueError(f"{value!r} is not a valid Secret name (lower-case letters, digits, '-' and '.')")
+    return value
+
+
+def check_http_path(value: str | None) -> str | None:
+    if value is None:
+        return value
+    if not value.startswith("/") or any(c.isspace() for c in value) or "?" in value:
+        raise ValueError(f"{value!r} is not a URL path; it starts with '/' and has no spaces or query")
+    return value
+
+
+SecretName = Annotated[Union[str, None], BeforeValidator(lambda v: v or None), Field()]
+Memory = Annotated[str, BeforeValidator(quantity.memory)]
+Cpu = Annotated[str, BeforeValidator(quantity.cpu)]
+Scalar = Union[bool, int, float, str]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+
+# --------------------------------------------------------------------------- deployment
+class Deployment(Strict):
+    """Where and how wide the deployment runs."""
+
+    cluster: str = Field("default", description="Cluster profile (see `clusters.yaml`): GPU toleration, storage class, GPU product.")
+    namespace: str | None = Field(None, description="OpenShift project; empty means the current `oc project`.")
+    mode: Annotated[Literal["single-node", "multi-node"], choice("single-node", "multi-node")] = Field(
+        "single-node", description="`multi-node` runs an Indexed Job across `num_nodes` pods with torchrun rendezvous."
+    )
+    num_nodes: int | None = Field(None, ge=1, le=64, description="Pods (nodes) for a multi-node job.")
+
+    @field_validator("namespace")
+    @classmethod
+    def _namespace(cls, v: str | None) -> str | None:
+        if v is None or v == "":
+            return None
+        if len(v) > 63 or not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", v):
+            raise ValueError(f"{v!r} is not a valid namespace (lower-case letters, digits and '-', at most 63)")
+        return v
+
+    @model_validator(mode="after")
+    def _nodes(self) -> "Deployment":
+        if self.mode == "multi-node" and (self.num_nodes is None or self.num_nodes < 2):
+            raise ValueError("num_nodes: a multi-node deployment needs num_nodes of 2 or more")
+        if self.mode == "single-node" and self.num_nodes not in (None, 1):
+            raise ValueError(f"num_nodes: {self.num_nodes} nodes needs mode: multi-node")
+        return self
+
+
+# --------------------------------------------------------------------------- application
+AppType = Literal["single_file", "directory", "custom_command", "model_server", "batch_inference"]
+APP_TYPES: tuple[str, ...] = AppType.__args__  # type: ignore[attr-defined]
+ExecMode = Literal["auto_start", "job", "manual"]
+EXEC_MODES: tuple[str, ...] = ExecMode.__args__  # type: ignore[attr-defined]
+
+
+class Source(Strict):
+    """What to run: a file, a folder and its entry point, or a command line."""
+
+    path: str | None = Field(None, description="The Python file (single_file) or folder (directory), relative to the deployment's `workspace/`.")
+    entry_point: str | None = Field(None, description="The file to run inside the folder (directory).")
+    command: str | None = Field(None, description="The command line to run (custom_command), split like a shell would, run without a shell.")
+
+    @field_validator("path", "entry_point")
+    @classmethod
+    def _relative(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        if "\n" in v or "\x00" in v:
+            raise ValueError("a path cannot contain newlines")
+        if not v.startswith("/") and ".." in v.replace("\\", "/").split("/"):
+            raise ValueError(f"{v!r} leaves the workspace; give a path inside it")
+        return v
+
+    @field_validator("command")
+    @classmethod
+    def _command(cls, v: str | None) -> str | None:
+        if v is None:
+            return v
+        try:
+            words = shlex.split(v)
+        except ValueError as exc:
+            raise ValueError(f"cannot split the command into words ({exc})") from None
+        if not words:
+            raise ValueError("the command is empty")
+        return v
+
+
+class Execution(Strict):
+    """When the application runs and with which arguments."""
+
+    mode: Annotated[ExecMode, choice(*EXEC_MODES)] = Field(
+        "auto_start",
+        description="`auto_start`: run when the pod starts and keep running; `job`: a Job per submission; `manual`: an idle pod to exec into.",
+    )
+    arguments: Union[str, list[str]] = Field(
+        "", description="Arguments for the application: a string split like a shell would, or a list kept word for word."
+    )
+    launcher: Annotated[Literal["python", "torchrun"], choice("python", "torchrun")] | None = Field(
+        None, description="How Python applications start; empty means torchrun for multi-node or several GPUs with torchrun in the arguments, else python."
+    )
+
+    @field_validator("arguments")
+    @classmethod
+    def _arguments(cls, v: str | list[str]) -> str | list[str]:
+        if isinstance(v, str):
+            try:
+                shlex.split(v)
+            except ValueError as exc:
+                raise ValueError(f"cannot split the arguments into words ({exc}); give a list to keep them word for word") from None
+        return v
+
+    def argv(self) -> list[str]:
+        if isinstance(self.arguments, list):
+            return list(self.arguments)
+        return shlex.split(self.arguments)
+
+
+class AppRuntime(Strict):
+    working_dir: str | None = Field(None, description="Working directory in the container; default `/workspace/<name>` on the workspace volume.")
+
+    @field_validator("working_dir")
+    @classmethod
+    def _abs(cls, v: str | None) -> str | None:
+        if v is not None and (not v.startswith("/") or "\n" in v):
+            raise ValueError(f"{v!r} must be an absolute path in the container")
+        return v
+
+
+class Application(Strict):
+    """The user's application, or one of the included runtime's own."""
+
+    enabled: bool = Field(True, description="False gives pods with the resources but no application (as in manual mode).")
+    type: Annotated[AppType, choice(*APP_TYPES)] = Field(
+        "single_file",
+        description="`single_file`, `directory`, `custom_command`, or the included runtime: `model_server` (OpenAI-compatible server) and `batch_inference`.",
+    )
+    name: str | None = Field(None, description="Name of every object; defaults to the deployment's folder name.")
+    source: Source = Field(default_factory=Source)
+    execution: Execution = Field(default_factory=Execution)
+    runtime: AppRuntime = Field(default_factory=AppRuntime)
+    requirements: str | None = Field(None, description="A requirements file in `workspace/`, installed into the image.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _seed_custom_command(cls, data: Any) -> Any:
+        # The original examples put a custom command in source.path; keep accepting that.
+        if isinstance(data, dict) and _squash(str(data.get("type", ""))) == "customcommand":
+            src = data.get("source")
+            if isinstance(src, dict) and "command" not in src and isinstance(src.get("path"), str):
+                src = dict(src)
+                src["command"] = src.pop("path")
+                data = {**data, "source": src}
+        return data
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str | None) -> str | None:
+        return None if v is None else check_name(v, "application name")
+
+    @field_validator("requirements")
+    @classmethod
+    def _requirements(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$", v) or ".." in v.split("/"):
+            raise ValueError(f"{v!r} is not a file in workspace/ (letters, digits, '.', '_', '-', '/')")
+        return v
+
+    @model_validator(mode="after")
+    def _source(self) -> "Application":
+        if not self.enabled:
+            return self
+        t, s = self.type, self.source
+        if t == "single_file" and not s.path:
+            s.path = "main.py"  # the file to put in workspace/; the wizard says so
+        if t == "directory" and (not s.path or not s.entry_point):
+            missing = "source.path" if not s.path else "source.entry_point"
+            raise ValueError(f"{missing}: a directory application needs source.path and source.entry_point")
+        if t == "custom_command" and not s.command:
+            raise ValueError("source.command: a custom_command application needs the command to run")
+        return self
+
+
+# --------------------------------------------------------------------------- resources
+class Storage(Strict):
+    size: Memory = Field("50Gi", description="Size of the workspace volume mounted at /workspace.")
+    storage_class: str | None = Field(None, description="StorageClass of the workspace volume; empty means the cluster profile's, then the cluster default.")
+    access_mode: Annotated[Literal["ReadWriteOnce", "ReadWriteMany"], choice("ReadWriteOnce", "ReadWriteMany")] = Field(
+        "ReadWriteOnce", description="ReadWriteMany is needed when pods on several nodes share the workspace."
+    )
+
+
+class Resources(Strict):
+    """What each pod asks for. Memory, CPU and shared memory scale with GPUs unless set."""
+
+    gpus: int = Field(0, ge=0, le=MAX_GPUS_PER_NODE, description="GPUs per pod (per node for multi-node).")
+    gpu_product: str | None = Field(None, description="Node label `nvidia.com/gpu.product` to select, e.g. NVIDIA-A100-SXM4-80GB.")
+    cpu: Cpu | None = Field(None, description="CPU cores per pod; default 4 per GPU, at least 2.")
+    memory: Memory | None = Field(None, description="Memory per pod; default 32Gi per GPU, at least 16Gi.")
+    shm_size: Memory | None = Field(None, description="Size of /dev/shm (memory-backed); default 8Gi per GPU, 1Gi without GPUs.")
+    storage: Storage = Field(default_factory=Storage)
+
+    @model_validator(mode="after")
+    def _derive(self) -> "Resources":
+        g = self.gpus
+        if self.cpu is None:
+            self.cpu = str(max(2, 4 * g))
+        if self.memory is None:
+            self.memory = f"{max(16, 32 * g)}Gi"
+        if self.shm_size is None:
+            want = 8 * g if g else 1
+            self.shm_size = f"{max(1, min(want, int(quantity.gib(self.memory) // 2)))}Gi"
+        if quantity.memory_bytes(self.shm_size) > quantity.memory_bytes(self.memory):
+            raise ValueError(f"shm_size: {self.shm_size} is more than the pod's memory ({self.memory}); /dev/shm counts against it")
+        if quantity.memory_bytes(self.memory) < 256 * 2**20:
+            raise ValueError(f"memory: {self.memory} is too little for a Python process; ask for at least 256Mi")
+        if g and quantity.memory_bytes(self.memory) < 4 * 2**30:
+            raise ValueError(f"memory: {self.memory} is too little for a GPU pod; ask for at least 4Gi")
+        return self
+
+
+# --------------------------------------------------------------------------- image
+class Image(Strict):
+    """The container image: built on the cluster from a base image, or a prebuilt one."""
+
+    build: bool = Field(True, description="Build an image on the cluster (BuildConfig) from `base` with the requirements and the included runtime.")
+    base: str | None = Field(None, description="Base image; default follows the engine: vLLM's image for vLLM, a CUDA PyTorch image for GPUs, Python otherwise.")
+    name: str | None = Field(None, description="Prebuilt image to run when `build` is false (default: `base`).")
+    pull_policy: Annotated[Literal["IfNotPresent", "Always", "Never"], choice("IfNotPresent", "Always", "Never")] = "IfNotPresent"
+
+    @field_validator("base", "name")
+    @classmethod
+    def _ref(cls, v: str | None) -> str | None:
+        if v is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", v):
+            raise ValueError(f"{v!r} is not an image reference such as quay.io/org/image:tag")
+        return v
+
+
+# --------------------------------------------------------------------------- inference
+QUANTIZATIONS = ("awq", "gptq", "fp8", "bitsandbytes", "awq_marlin", "gptq_marlin", "compressed-tensors", "gguf", "marlin")
+
+
+class Route(Strict):
+    enabled: bool = Field(True, description="Expose the server through an OpenShift Route (edge TLS, HTTP redirected).")
+    host: str | None = Field(None, description="Host name; empty lets OpenShift choose one.")
+    timeout: str = Field("10m", description="Router timeout for one request (haproxy units: s, m, h); long enough for LLM generations.")
+
+    @field_validator("timeout", mode="before")
+    @classmethod
+    def _timeout(cls, v: Any) -> str:
+        if isinstance(v, int) and not isinstance(v, bool):
+            v = f"{v}s"
+        if not isinstance(v, str) or not re.match(r"^\d+(us|ms|s|m|h|d)$", v):
+            raise ValueError(f"{v!r} is not a timeout such as 600s or 10m")
+        return v
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, v: str | None) -> str | None:
+        if v and not re.match(r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$", v):
+            raise ValueError(f"{v!r} is not a host name")
+        return v or None
+
+
+class Autoscaling(Strict):
+    enabled: bool = Field(False, description="Add a HorizontalPodAutoscaler between min_replicas and max_replicas.")
+    min_replicas: int = Field(1, ge=1)
+    max_replicas: int = Field(4, ge=1, le=100)
+    target_cpu_utilization: int = Field(80, ge=1, le=100, description="Average CPU utilisation (percent of requests) to scale at.")
+
+    @model_validator(mode="after")
+    def _range(self) -> "Autoscaling":
+        if self.max_replicas < self.min_replicas:
+            raise ValueError(f"max_replicas: {self.max_replicas} is below min_replicas {self.min_replicas}")
+        return self
+
+
+class Inference(Strict):
+    """Serving: the port, probes, Route, replicas, and the included runtime's engine settings."""
+
+    enabled: bool = Field(False, description="The application serves requests: Service, probes, Route.")
+    engine: Annotated[Literal["vllm", "transformers"], choice("vllm", "transformers")] = Field(
+        "vllm", description="Engine of the included runtime: `vllm` (GPU) or `transformers` (our own server, GPU or CPU)."
+    )
+    model: str | None = Field(None, description="Model to serve: a hub id or a path in the container (e.g. /workspace/models/my-model).")
+    served_model_name: str | None = Field(None, description="Name clients ask for; default the model.")
+    port: int = Field(8000, ge=1024, le=65535, description="Port the server listens on (1024 or above: pods run without root).")
+    protocol: Annotated[Literal["http"], choice("http")] = "http"
+    endpoint: str = Field("/v1/completions", description="The main endpoint, used by test-inference and benchmark-inference.")
+    health_check: str = Field("/health", description="Liveness path: the process is up.")
+    readiness_check: str | None = Field(None, description="Readiness path: the model is loaded; default the health path for vLLM and custom servers, /ready for the included transformers server.")
+    metrics: str | None = Field("/metrics", description="Prometheus metrics path; empty for none.")
+    replicas: int = Field(1, ge=0, le=100)
+    autoscaling: Autoscaling = Field(default_factory=Autoscaling)
+    route: Route = Field(default_factory=Route)
+    api_key_secret: str | None = Field(None, description="Secret whose key `api-key` clients must send as a bearer token; empty for none.")
+    startup_timeout: int = Field(1800, ge=30, le=86400, description="Seconds a model may take to load before the pod is restarted.")
+    request_timeout: int = Field(600, ge=1, le=86400, description="Seconds one request may take in the included server.")
+    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs one model is split over (vLLM); default all the pod's GPUs.")
+    max_model_len: int | None = Field(None, ge=16, description="Context length; default the model's.")
+    dtype: Annotated[Literal["auto", "float16", "bfloat16", "float32"], choice("auto", "float16", "bfloat16", "float32")] = "auto"
+    quantization: str | None = Field(None, description=f"One of {', '.join(QUANTIZATIONS)}; empty for none.")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of each GPU's memory vLLM may use.")
+    max_batch_size: int | None = Field(None, ge=1, le=4096, description="Most sequences in one batch (vLLM `--max-num-seqs`); default the engine's.")
+    max_queue: int = Field(256, ge=1, le=100000, description="Requests waiting beyond the batch before the server answers 429.")
+    max_wait_ms: float = Field(5.0, ge=0.0, le=10000.0, description="How long the transformers engine waits to fill a batch.")
+    enable_prefix_caching: bool | None = Field(None, description="vLLM prefix caching; default vLLM's.")
+    trust_remote_code: bool = False
+    extra_args: list[str] = Field(default_factory=list, description="Further arguments passed to vLLM's server word for word.")
+
+    @field_validator("endpoint", "health_check", "readiness_check", "metrics")
+    @classmethod
+    def _paths(cls, v: str | None) -> str | None:
+        return check_http_path(v or None)
+
+    @field_validator("api_key_secret")
+    @classmethod
+    def _secret(cls, v: str | None) -> str | None:
+        return check_secret_name(v or None)
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _quant(cls, v: Any) -> Any:
+        if v in (None, "", "none", "None"):
+            return None
+        if not isinstance(v, str) or v.lower() not in QUANTIZATIONS:
+            raise ValueError(f"{v!r} is not one of {', '.join(QUANTIZATIONS)}")
+        return v.lower()
+
+
+class Batch(Strict):
+    """Input and output of the included batch-inference runner (type batch_inference)."""
+
+    input: str = Field("/workspace/data/input.jsonl", description="JSON Lines file or folder of them, with `id` and `prompt` or `messages`.")
+    output: str = Field("/workspace/results/output.jsonl", description="JSON Lines output; re-running resumes where it stopped.")
+    max_tokens: int = Field(256, ge=1, le=1_000_000)
+    temperature: float = Field(0.0, ge=0.0, le=2.0)
+
+
+# --------------------------------------------------------------------------- monitoring, experiments
+class Monitoring(Strict):
+    type: Annotated[Literal["inference", "training", "none"], choice("inference", "training", "none")] | None = Field(
+        None, description="What the dashboards look at; default follows the application."
+    )
+    metrics: list[str] = Field(default_factory=list, description="Metrics to show in status and compare-experiments.")
+    service_monitor: bool = Field(False, description="Create a ServiceMonitor so the cluster's user-workload Prometheus scrapes the server.")
+
+
+class Tracking(Strict):
+    enabled: bool = False
+    backend: Annotated[Literal["wandb", "mlflow", "tensorboard"], choice("wandb", "mlflow", "tensorboard")] = "wandb"
+    project: str | None = Field(None, description="W&B project or MLflow experiment; default the application name.")
+    entity: str | None = Field(None, description="W&B team or user.")
+    tags: list[str] = Field(default_factory=list)
+    uri: str | None = Field(None, description="MLflow tracking URI (mlflow backend).")
+    mode: Annotated[Literal["online", "offline"], choice("online", "offline")] = Field(
+        "online", description="W&B mode; offline writes runs to the workspace for a later `wandb sync`."
+    )
+
+
+class Sweep(Strict):
+    method: Annotated[Literal["grid", "random", "bayes"], choice("grid", "random", "bayes")] = "grid"
+    parameters: dict[str, list[Scalar]] = Field(default_factory=dict, description="Argument name to the values to try.")
+    max_runs: int | None = Field(None, ge=1, le=10000, description="Most runs (random and bayes need it; grid caps its product).")
+    metric: str | None = Field(None, description="Metric to compare runs by.")
+    goal: Annotated[Literal["minimize", "maximize"], choice("minimize", "maximize")] = "minimize"
+    flag_format: str = Field("--{name}={value}", description="How one parameter becomes an argument; `{name}` and `{value}` are replaced.")
+
+    @field_validator("parameters")
+    @classmethod
+    def _params(cls, v: dict[str, list[Scalar]]) -> dict[str, list[Scalar]]:
+        for name, values in v.items():
+            if not re.match(r"^[A-Za-z_][-A-Za-z0-9_.]*$", name):
+                raise ValueError(f"{name!r} is not a parameter name (letters, digits, '_', '-', '.')")
+            if not values:
+                raise ValueError(f"{name}: give at least one value")
+        return v
+
+    @field_validator("flag_format")
+    @classmethod
+    def _fmt(cls, v: str) -> str:
+        if "{value}" not in v:
+            raise ValueError("flag_format must contain {value}")
+        return v
+
+
+class Experiment(Strict):
+    tracking: Tracking = Field(default_factory=Tracking)
+    sweep: Sweep | None = None
+    parallelism: int = Field(1, ge=1, le=1000, description="Runs of a sweep at once.")
+
+
+class Secrets(Strict):
+    """Names of OpenShift Secrets; their values never appear in any file written here."""
+
+    huggingface: str | None = Field("hf-token", description="Secret with key `HF_TOKEN` for gated models; optional at run time.")
+    wandb: str | None = Field("wandb-api-key", description="Secret with key `WANDB_API_KEY`, used when W&B tracking is on.")
+
+    @field_validator("huggingface", "wandb")
+    @classmethod
+    def _names(cls, v: str | None) -> str | None:
+        return check_secret_name(v or None)
+
+
+# --------------------------------------------------------------------------- the whole file
+VLLM_MARKERS = ("vllm.entrypoints", "vllm serve", "vllm ")
+
+
+class Config(Strict):
+    """A deployment's config.yaml."""
+
+    version: int = Field(SCHEMA_VERSION, description="Version of this file's schema.")
+    deployment: Deployment = Field(default_factory=Deployment)
+    application: Application = Field(default_factory=Application)
+    resources: Resources = Field(default_factory=Resources)
+    image: Image = Field(default_factory=Image)
+    inference: Inference = Field(default_factory=Inference)
+    batch: Batch = Field(default_factory=Batch)
+    monitoring: Monitoring = Field(default_factory=Monitoring)
+    experiment: Experiment = Field(default_factory=Experiment)
+    secrets: Secrets = Field(default_factory=Secrets)
+
+    @field_validator("version")
+    @classmethod
+    def _version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(f"this tool reads version {SCHEMA_VERSION} files, not {v}")
+        return v
+
+    # ---- facts derived from the answers, used by the wizard and the renderer
+    @property
+    def name(self) -> str:
+        assert self.application.name, "application.name is filled in before use"
+        return self.application.name
+
+    @property
+    def uses_runtime(self) -> bool:
+        return self.application.type in ("model_server", "batch_inference")
+
+    @property
+    def serves(self) -> bool:
+        return self.inference.enabled and self.application.execution.mode != "job"
+
+    @property
+    def runs_vllm(self) -> bool:
+        if self.uses_runtime:
+            return self.inference.engine == "vllm"
+        cmd = (self.application.source.command or "") if self.application.type == "custom_command" else ""
+        return any(m in cmd + " " for m in VLLM_MARKERS)
+
+    @property
+    def multi_node(self) -> bool:
+        return self.deployment.mode == "multi-node"
+
+    @model_validator(mode="after")
+    def _rules(self) -> "Config":
+        app, inf, res, mode = self.application, self.inference, self.resources, self.application.execution.mode
+        errors: list[str] = []
+
+        def fail(path: str, msg: str) -> None:
+            errors.append(f"{path}: {msg}")
+
+        if self.multi_node and mode != "job":
+            fail("application.execution.mode", f"multi-node runs as a job; {mode} runs on one node (use mode: job, or deployment.mode: single-node)")
+        if not app.enabled and mode == "job":
+            fail("application.enabled", "a job needs an application to run; enable it or use execution.mode: manual")
+        if inf.enabled and mode == "job":
+            fail("inference.enabled", "a job runs to completion and cannot serve requests or have a Route; use execution.mode: auto_start (or type batch_inference for offline inference)")
+        if app.type == "model_server":
+            if mode == "job":
+                pass  # reported above through inference, or below
+            if not inf.enabled:
+                fail("inference.enabled", "the model_server application serves requests; set inference.enabled: true")
+            if not inf.model:
+                fail("inference.model", "the model_server application needs a model (hub id or path)")
+        if app.type == "batch_inference":
+            if mode == "auto_start":
+                fail("application.execution.mode", "batch_inference runs to completion; use job (or manual to run it by hand)")
+            if not inf.model:
+                fail("inference.model", "batch_inference needs a model (hub id or path)")
+        if self.uses_runtime and inf.engine == "vllm" and res.gpus == 0:
+            fail("inference.engine", "vLLM needs a GPU; set resources.gpus to 1 or more, or use engine: transformers")
+        if inf.tensor_parallel_size is None and self.uses_runtime and inf.engine == "vllm":
+            inf.tensor_parallel_size = max(1, res.gpus)
+        tp = inf.tensor_parallel_size or 1
+        if tp > max(1, res.gpus):
+            fail("inference.tensor_parallel_size", f"{tp} is more than the {res.gpus} GPU(s) in resources.gpus")
+        if self.uses_runtime and inf.engine == "transformers" and tp > 1:
+            fail("inference.tensor_parallel_size", "the transformers engine runs on one device; use engine: vllm to split a model over GPUs")
+        if self.serves:
+            replicas_max = max(inf.replicas, inf.autoscaling.max_replicas if inf.autoscaling.enabled else 0)
+            if replicas_max > 1 and res.storage.access_mode == "ReadWriteOnce":
+                fail("resources.storage.access_mode", f"{replicas_max} replicas on several nodes cannot share a ReadWriteOnce volume; use ReadWriteMany or one replica")
+            if inf.autoscaling.enabled and res.gpus:
+                pass  # allowed: CPU utilisation is a rough but real signal; documented in docs/modes/auto_start.md
+        if self.monitoring.service_monitor and not (self.serves and inf.metrics):
+            fail("monitoring.service_monitor", "a ServiceMonitor needs a served application with inference.metrics set")
+        sweep = self.experiment.sweep
+        if sweep is not None and sweep.parameters:
+            if mode != "job":
+                fail("experiment.sweep", "a sweep submits jobs; use execution.mode: job")
+            if sweep.method in ("random", "bayes") and sweep.max_runs is None:
+                fail("experiment.sweep.max_runs", f"a {sweep.method} sweep needs max_runs")
+        tr = self.experiment.tracking
+        if tr.enabled and tr.backend == "mlflow" and not tr.uri:
+            fail("experiment.tracking.uri", "the mlflow backend needs the tracking server's URI")
+        if tr.enabled and tr.project is None and app.name:
+            tr.project = app.name
+        if self.image.base is None:
+            self.image.base = VLLM_IMAGE if self.runs_vllm else (PYTORCH_IMAGE if res.gpus else CPU_IMAGE)
+        if inf.readiness_check is None:
+            inf.readiness_check = "/ready" if (self.uses_runtime and inf.engine == "transformers") else inf.health_check
+        if self.monitoring.type is None:
+            self.monitoring.type = "inference" if (inf.enabled or app.type == "batch_inference") else ("training" if mode == "job" else "none")
+        if errors:
+            raise ValueError("\n".join(errors))
+        return self
+
+
+def json_schema() -> dict[str, Any]:
+    schema = Config.model_json_schema()
+    schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+    schema["title"] = "mlshift deployment config.yaml"
+    return schema

@@ -1,0 +1,135 @@
+"""The core API behind ``new`` and ``render``: from answers to a deployment folder.
+
+The command line and the interactive wizard both call these functions; all checks happen
+before anything is written.
+"""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .clusters import profile
+from .config import Config
+from .errors import UserError
+from .loader import apply_sets, deep_merge, load_config, read_yaml, validate
+from .render import CONFIG_FILE, FileReport, check_target, plan_writes, render_files, write
+
+
+@dataclass
+class Outcome:
+    target: Path
+    config: Config
+    reports: list[FileReport]
+    created: bool
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def kept(self) -> list[FileReport]:
+        return [r for r in self.reports if r.status == "kept"]
+
+
+def initial_data(target: Path, answers: Path | None, sets: list[str], name: str) -> dict[str, Any]:
+    """The answers a deployment starts from: its current config.yaml, then the answers file, then --set."""
+    data: dict[str, Any] = {}
+    existing = target / CONFIG_FILE
+    if existing.is_file():
+        data = read_yaml(existing, label=f"{target.name}/{CONFIG_FILE}")
+    if answers is not None:
+        data = deep_merge(data, read_yaml(answers, label=str(answers)))
+    data = apply_sets(data, sets)
+    app = data.setdefault("application", {}) if isinstance(data.get("application", {}), dict) else None
+    if app is not None and not app.get("name"):
+        app["name"] = name
+    return data
+
+
+def build_config(data: dict[str, Any], *, source: str) -> Config:
+    config = validate(data, source=source)
+    profile(config.deployment.cluster)  # an unknown cluster profile is a config error too
+    return config
+
+
+def create_or_update(
+    name: str,
+    deployments_dir: Path,
+    *,
+    config: Config,
+    force: bool = False,
+    dry_run: bool = False,
+    copy_source_from: Path | None = None,
+) -> Outcome:
+    target = check_target(deployments_dir, name)
+    files = render_files(config, name, with_config=True)
+    created = not target.exists()
+    reports = plan_writes(target, files, force=force)
+    outcome = Outcome(target, config, reports, created)
+    if dry_run:
+        return outcome
+    write(target, files, reports)
+    if copy_source_from is not None:
+        outcome.notes += copy_source(config, copy_source_from, target / "workspace")
+    return outcome
+
+
+def copy_source(config: Config, origin: Path, workspace: Path) -> list[str]:
+    """Copy the application's file or folder into workspace/ once, if it exists where the user is."""
+    app = config.application
+    if app.type not in ("single_file", "directory") or not app.source.path:
+        return []
+    src = (origin / app.source.path).resolve() if not Path(app.source.path).is_absolute() else Path(app.source.path)
+    if not src.exists():
+        where = "workspace/" + Path(app.source.path).name if app.type == "single_file" else "workspace/"
+        return [f"put your code in {where} (no {app.source.path} here to copy)"]
+    try:
+        if src.is_file():
+            dest = workspace / src.name
+            if dest.exists():
+                return []
+            shutil.copy2(src, dest)
+            return [f"copied {app.source.path} to workspace/{src.name}"]
+        if src.is_dir():
+            if workspace.resolve() == src or workspace.resolve() in src.parents:
+                return []
+            copied = 0
+            for item in src.iterdir():
+                dest = workspace / item.name
+                if dest.exists():
+                    continue
+                (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
+                copied += 1
+            return [f"copied {copied} item(s) from {app.source.path} into workspace/"] if copied else []
+    except OSError as exc:
+        raise UserError(f"cannot copy {app.source.path} into workspace/: {exc.strerror}") from None
+    return []
+
+
+def load_deployment(directory: Path) -> tuple[Path, Config]:
+    """A deployment folder and its validated config (the application name defaults to the folder's)."""
+    directory = directory.resolve()
+    cfg_path = directory / CONFIG_FILE
+    if not directory.is_dir():
+        raise UserError(f"{directory.name}: no such deployment folder")
+    if not cfg_path.is_file():
+        raise UserError(f"{directory.name}: no config.yaml here (create one with: python -m wizard new {directory.name})")
+    data = read_yaml(cfg_path, label=f"{directory.name}/{CONFIG_FILE}")
+    app = data.get("application")
+    if isinstance(app, dict) and not app.get("name"):
+        app["name"] = directory.name
+    elif app is None:
+        data["application"] = {"name": directory.name}
+    return directory, build_config(data, source=f"{directory.name}/{CONFIG_FILE}")
+
+
+def rerender(directory: Path, *, force: bool = False, dry_run: bool = False) -> Outcome:
+    directory, config = load_deployment(directory)
+    files = render_files(config, directory.name)
+    reports = plan_writes(directory, files, force=force)
+    if not dry_run:
+        write(directory, files, reports)
+    return Outcome(directory, config, reports, created=False)
+
+
+__all__ = ["Outcome", "initial_data", "build_config", "create_or_update", "load_deployment", "rerender", "load_config"]

@@ -1,0 +1,275 @@
+"""Turning a :class:`Config` into the files of ``deployments/<name>/``, safely.
+
+Rendering happens in memory first, so a template or config problem writes nothing. Writing
+reports, per file, whether it was created, unchanged, changed, or kept because the user
+edited it (the new version then goes beside it as ``<file>.new``). Hashes of what was last
+written live in ``.mlshift/state.json``; a new deployment is written to a temporary folder and
+renamed into place, so an interrupted run never leaves half a deployment behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable
+
+import yaml
+
+from .config import Config, json_schema
+from .errors import UserError
+from .loader import dump_config
+from .paths import TEMPLATES
+from .plan import RENDEZVOUS_PORT, Plan
+
+STATE_FILE = ".mlshift/state.json"
+SCHEMA_FILE = "config.schema.json"
+CONFIG_FILE = "config.yaml"
+
+
+@dataclass(frozen=True)
+class Script:
+    file: str
+    verb: str
+    summary: str
+    args: tuple[str, ...] = ()
+
+
+SCRIPTS: tuple[Script, ...] = (
+    Script("deploy.sh", "deploy", "Build the image if needed, apply the manifests and wait until the application is ready."),
+    Script("delete.sh", "delete", "Delete what deploy created (the workspace volume only with --volumes)."),
+    Script("status.sh", "status", "Show pods, jobs, the Route and why anything is pending or failing."),
+    Script("logs.sh", "logs", "Show (or follow with -f) the application's logs."),
+    Script("submit-job.sh", "submit", "Submit the job under a unique name; --set key=value changes this submission only."),
+    Script("watch-job.sh", "watch", "Follow a submitted job until it ends; exits with the job's outcome."),
+    Script("list-jobs.sh", "jobs", "List this application's submitted jobs."),
+    Script("run-app.sh", "run-app", "Run the application by hand inside the running pod."),
+    Script("shell.sh", "exec", "Open a shell (or run a command) in the running pod."),
+    Script("port-forward.sh", "port-forward", "Forward a local port to the ready server pod."),
+    Script("test-inference.sh", "test-inference", "Send one real request to the server and print the answer and latency."),
+    Script("benchmark-inference.sh", "bench", "Load-test the server: throughput, TTFT and latency percentiles."),
+    Script("jupyter.sh", "jupyter", "Start Jupyter Lab in the pod and forward it to this machine."),
+    Script("vscode.sh", "vscode", "Start VS Code (code-server) in the pod and forward it to this machine."),
+    Script("sync-workspace.sh", "sync", "Upload workspace/ to the pod's /workspace, or download results."),
+    Script("run-sweep.sh", "sweep", "Submit one job per combination of experiment.sweep.parameters."),
+    Script("compare-experiments.sh", "compare", "Compare the submitted runs' outcomes and metrics in one table."),
+    Script("run-local.sh", "run-local", "Run the same application or server on this machine (CPU or local GPU)."),
+)
+
+
+# --------------------------------------------------------------------------- jinja
+def _to_yaml(value: Any) -> str:
+    """A value as one line of YAML (flow style): safe for any text a user can type."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=2**31, allow_unicode=True, sort_keys=False)
+    if text.endswith("\n...\n"):
+        text = text[: -len("\n...\n")]
+    return text.rstrip("\n")
+
+
+def _block(value: Any, indent: int) -> str:
+    text = yaml.safe_dump(value, default_flow_style=False, width=2**31, allow_unicode=True, sort_keys=False)
+    pad = " " * indent
+    return "\n".join(pad + line if line else line for line in text.rstrip("\n").split("\n"))
+
+
+def _shell_quote(value: Any) -> str:
+    import shlex
+
+    return shlex.quote(str(value))
+
+
+_ENV = None
+
+
+def environment():
+    global _ENV
+    if _ENV is None:
+        import jinja2
+
+        env = jinja2.Environment(
+            loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+            undefined=jinja2.StrictUndefined,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=True,
+            autoescape=False,
+        )
+        env.filters["to_yaml"] = _to_yaml
+        env.filters["block"] = _block
+        env.filters["shell_quote"] = _shell_quote
+        _ENV = env
+    return _ENV
+
+
+# --------------------------------------------------------------------------- rendering
+def render_files(config: Config, deployment: str, *, with_config: bool = False) -> dict[str, tuple[str, int]]:
+    """Every generated file: relative path -> (text, mode). Writes nothing.
+
+    ``config.yaml`` is the user's file: it is included only when the wizard writes it
+    (``with_config``); re-rendering never rewrites it, so comments and layout survive.
+    """
+    plan = Plan(config, deployment)
+    env = environment()
+    config_text = dump_config(config, schema_ref=SCHEMA_FILE)
+    files: dict[str, tuple[str, int]] = {
+        SCHEMA_FILE: (json.dumps(json_schema(), indent=2) + "\n", 0o644),
+    }
+
+    def meta_tail(component: str, annotations: dict[str, str] | None = None) -> str:
+        meta: dict[str, Any] = {}
+        if plan.namespace:
+            meta["namespace"] = plan.namespace
+        meta["labels"] = plan.labels(component)
+        if annotations:
+            meta["annotations"] = annotations
+        return _block(meta, 2)
+
+    common = {"config": config, "plan": plan, "meta_tail": meta_tail, "config_text": config_text,
+              "rendezvous_port": RENDEZVOUS_PORT, "scripts": SCRIPTS}
+    listed: list[str] = []
+    unlisted: list[str] = []
+    for template, in_kustomization in plan.manifests:
+        out = f"{template}.yaml"
+        files[f"manifests/{out}"] = (env.get_template(f"manifests/{template}.yaml.j2").render(common), 0o644)
+        (listed if in_kustomization else unlisted).append(out)
+    files["manifests/kustomization.yaml"] = (
+        env.get_template("manifests/kustomization.yaml.j2").render(common, listed=listed, unlisted=unlisted), 0o644)
+    for script in SCRIPTS:
+        files[f"scripts/{script.file}"] = (env.get_template("scripts/script.sh.j2").render(common, script=script), 0o755)
+    files["scripts/_common.sh"] = (env.get_template("scripts/_common.sh.j2").render(common), 0o644)
+    if plan.build:
+        files["Containerfile"] = (env.get_template("Containerfile.j2").render(common), 0o644)
+    files["README.md"] = (env.get_template("README.md.j2").render(common), 0o644)
+    files["workspace/.gitkeep"] = ("", 0o644)
+    if with_config:
+        files[CONFIG_FILE] = (config_text, 0o644)
+    return files
+
+
+# --------------------------------------------------------------------------- writing
+@dataclass
+class FileReport:
+    path: str
+    status: str  # created | unchanged | changed | kept | removed | left
+    note: str = ""
+
+
+def _sha(text: str) -> str:
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _read_state(target: Path) -> dict[str, str]:
+    try:
+        state = json.loads((target / STATE_FILE).read_text(encoding="utf-8"))
+        return {str(k): str(v) for k, v in state.get("files", {}).items()}
+    except (OSError, ValueError, AttributeError):
+        return {}
+
+
+def plan_writes(target: Path, files: dict[str, tuple[str, int]], *, force: bool = False) -> list[FileReport]:
+    """What writing ``files`` into ``target`` would do, file by file. Touches nothing."""
+    state = _read_state(target)
+    reports: list[FileReport] = []
+    for rel, (text, _mode) in sorted(files.items()):
+        path = target / rel
+        if not path.exists():
+            reports.append(FileReport(rel, "created"))
+            continue
+        try:
+            current = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError):
+            current = None
+        if current == text:
+            reports.append(FileReport(rel, "unchanged"))
+        elif rel == "workspace/.gitkeep":
+            reports.append(FileReport(rel, "unchanged"))
+        elif current is not None and (force or rel == CONFIG_FILE or state.get(rel) == _sha(current)):
+            reports.append(FileReport(rel, "changed"))
+        else:
+            reports.append(FileReport(rel, "kept", f"you edited it; the new version is in {rel}.new"))
+    for rel, old_hash in sorted(state.items()):
+        if rel in files or rel == CONFIG_FILE or rel.startswith("workspace/") or not (target / rel).exists():
+            continue
+        try:
+            edited = _sha((target / rel).read_text(encoding="utf-8")) != old_hash
+        except (OSError, UnicodeDecodeError):
+            edited = True
+        if edited and not force:
+            reports.append(FileReport(rel, "left", "no longer generated, but you edited it"))
+        else:
+            reports.append(FileReport(rel, "removed", "no longer needed by config.yaml"))
+    return reports
+
+
+def write(target: Path, files: dict[str, tuple[str, int]], reports: list[FileReport]) -> None:
+    """Apply ``reports`` (from :func:`plan_writes`). A new deployment appears whole or not at all."""
+    if not target.exists():
+        target.parent.mkdir(parents=True, exist_ok=True)
+        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
+        try:
+            _apply(staging, files, reports)
+            os.rename(staging, target)
+        except BaseException:
+            shutil.rmtree(staging, ignore_errors=True)
+            raise
+        return
+    _apply(target, files, reports)
+
+
+def _apply(target: Path, files: dict[str, tuple[str, int]], reports: list[FileReport]) -> None:
+    state = _read_state(target)
+    for r in reports:
+        if r.status == "removed":
+            (target / r.path).unlink(missing_ok=True)
+            state.pop(r.path, None)
+            continue
+        if r.status not in ("created", "changed", "kept"):
+            if r.status == "unchanged" and r.path in files:
+                state[r.path] = _sha(files[r.path][0])
+            continue
+        text, mode = files[r.path]
+        dest = target / r.path if r.status != "kept" else target / (r.path + ".new")
+        _atomic_write(dest, text, mode)
+        if r.status != "kept":
+            state[r.path] = _sha(text)
+    _atomic_write(target / STATE_FILE, json.dumps({"files": dict(sorted(state.items()))}, indent=1) + "\n", 0o644)
+
+
+def _atomic_write(path: Path, text: str, mode: int) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def summarize(reports: Iterable[FileReport]) -> list[str]:
+    lines = []
+    for r in reports:
+        if r.status == "unchanged":
+            continue
+        lines.append(f"  {r.status:<9} {r.path}" + (f"  ({r.note})" if r.note else ""))
+    return lines
+
+
+def check_target(deployments_dir: Path, name: str) -> Path:
+    """The deployment folder for NAME, refusing anything that would leave ``deployments_dir``."""
+    from .config import check_name
+
+    try:
+        check_name(name, "deployment name")
+    except ValueError as exc:
+        raise UserError(str(exc)) from None
+    target = (deployments_dir / name).resolve()
+    if target.parent != deployments_dir.resolve():
+        raise UserError(f"{name!r} would be written outside {deployments_dir}")
+    return target
