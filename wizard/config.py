@@ -279,8 +279,8 @@ class Resources(Strict):
         if self.memory is None:
             self.memory = f"{max(16, 32 * g)}Gi"
         if self.shm_size is None:
-            want = 8 * g if g else 1
-            self.shm_size = f"{max(1, min(want, int(quantity.gib(self.memory) // 2)))}Gi"
+            size = min((8 * g if g else 1) * 2**30, quantity.memory_bytes(self.memory) // 2)
+            self.shm_size = f"{size // 2**30}Gi" if size % 2**30 == 0 else f"{max(1, size // 2**20)}Mi"
         if quantity.memory_bytes(self.shm_size) > quantity.memory_bytes(self.memory):
             raise ValueError(f"shm_size: {self.shm_size} is more than the pod's memory ({self.memory}); /dev/shm counts against it")
         if quantity.memory_bytes(self.memory) < 256 * 2**20:

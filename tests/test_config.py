@@ -1,0 +1,237 @@
+"""The config model: what it accepts, what it derives, and what it rejects with which message."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jsonschema
+import pytest
+import yaml
+
+from wizard.config import Config, json_schema
+from wizard.errors import ConfigError
+from wizard.loader import apply_sets, dump_config, load_config, parse_yaml, validate
+
+from conftest import DATA, EXAMPLES
+
+
+def cfg(**sections) -> Config:
+    data = {"application": {"name": "demo"}}
+    for key, value in sections.items():
+        data[key] = {**data.get(key, {}), **value}
+    return validate(data, source="config.yaml")
+
+
+def problem(data: dict) -> str:
+    data.setdefault("application", {}).setdefault("name", "demo")
+    with pytest.raises(ConfigError) as info:
+        validate(data, source="config.yaml")
+    return str(info.value)
+
+
+# --------------------------------------------------------------------------- the seed's examples
+def test_seed_inference_server_config_loads_unchanged():
+    config = load_config(DATA / "seed_inference_server.yaml")
+    assert config.deployment.cluster == "barcelona"
+    assert config.application.type == "custom_command"
+    # The seed puts the command in source.path; it is read as the command.
+    assert config.application.source.command.startswith("python -m vllm.entrypoints.openai.api_server")
+    assert config.application.execution.mode == "auto_start"
+    assert config.application.runtime.working_dir == "/workspace/llama-inference"
+    assert config.inference.enabled and config.inference.port == 8000
+    assert config.inference.endpoint == "/v1/completions"
+    assert config.resources.gpus == 8
+    assert config.monitoring.type == "inference"
+    assert config.monitoring.metrics == ["requests_per_second", "latency_p99", "throughput_tokens_per_sec"]
+    assert config.runs_vllm
+
+
+def test_seed_experiment_suite_config_loads_unchanged():
+    config = load_config(DATA / "seed_experiment_suite.yaml")
+    assert config.deployment.mode == "multi-node" and config.deployment.num_nodes == 2
+    assert config.application.type == "directory"
+    assert config.application.source.entry_point == "sweep.py"
+    assert config.application.execution.argv() == ["--config", "sweep_config.yaml"]
+    assert config.experiment.tracking.entity == "my-team"
+    assert config.experiment.sweep.parameters["batch_size"] == [16, 32, 64]
+    assert config.experiment.parallelism == 4
+
+
+@pytest.mark.parametrize("example", sorted(EXAMPLES.glob("*.yaml")), ids=lambda p: p.stem)
+def test_walkthrough_answers_are_valid(example: Path):
+    data = parse_yaml(example.read_text(), example.name)
+    data["application"]["name"] = example.stem
+    validate(data, source=example.name)
+
+
+def test_written_config_reads_back_identically_and_matches_the_json_schema():
+    config = load_config(DATA / "seed_experiment_suite.yaml")
+    text = dump_config(config, schema_ref="config.schema.json")
+    assert text.startswith("# yaml-language-server: $schema=config.schema.json\n")
+    data = yaml.safe_load(text)
+    jsonschema.validate(data, json_schema())
+    assert validate(data, source="x") == config
+
+
+# --------------------------------------------------------------------------- spellings
+@pytest.mark.parametrize("typed", ["auto-start", "Auto-start", "AUTO_START", "auto start", "autostart"])
+def test_execution_mode_spellings_users_type_are_accepted(typed):
+    config = cfg(application={"name": "demo", "execution": {"mode": typed}})
+    assert config.application.execution.mode == "auto_start"
+
+
+@pytest.mark.parametrize("typed,canonical", [("Single file", "single_file"), ("custom-command", "custom_command"),
+                                             ("Model server", "model_server")])
+def test_application_type_spellings(typed, canonical):
+    data = {"name": "demo", "type": typed, "source": {"path": "a.py", "command": "python a.py"}}
+    if canonical == "model_server":
+        config = cfg(application=data, inference={"enabled": True, "engine": "transformers", "model": "m"})
+    else:
+        config = cfg(application=data)
+    assert config.application.type == canonical
+
+
+def test_unknown_mode_names_the_choices_and_the_nearest():
+    msg = problem({"application": {"execution": {"mode": "jobs"}}})
+    assert msg.startswith("config.yaml: application.execution.mode: 'jobs' is not one of auto_start, job, manual")
+    assert "did you mean 'job'?" in msg
+
+
+# --------------------------------------------------------------------------- derived values
+def test_memory_cpu_and_shm_scale_with_gpus():
+    r = cfg(resources={"gpus": 8}).resources
+    assert (r.cpu, r.memory, r.shm_size) == ("32", "256Gi", "64Gi")
+    r = cfg(resources={"gpus": 0}).resources
+    assert (r.cpu, r.memory, r.shm_size) == ("2", "16Gi", "1Gi")
+
+
+def test_explicit_resources_win_over_derived_ones():
+    r = cfg(resources={"gpus": 8, "memory": "64Gi", "cpu": "500m"}).resources
+    assert (r.memory, r.cpu, r.shm_size) == ("64Gi", "500m", "32Gi")
+
+
+@pytest.mark.parametrize("typed,quantity", [("256GB", "256G"), ("16Gi", "16Gi"), (32, "32Gi"), ("1.5Gi", "1536Mi"), ("512MiB", "512Mi")])
+def test_memory_is_normalised_to_kubernetes_quantities(typed, quantity):
+    assert cfg(resources={"memory": typed}).resources.memory == quantity
+
+
+def test_vllm_tensor_parallel_follows_gpus():
+    config = cfg(application={"type": "model_server"}, inference={"enabled": True, "model": "m"}, resources={"gpus": 4})
+    assert config.inference.tensor_parallel_size == 4
+
+
+def test_single_file_without_a_path_runs_main_py():
+    assert cfg().application.source.path == "main.py"
+
+
+def test_base_image_follows_the_engine():
+    assert "vllm" in load_config(DATA / "seed_inference_server.yaml").image.base
+    assert "pytorch" in cfg(resources={"gpus": 1}).image.base
+    assert "python" in cfg().image.base
+
+
+# --------------------------------------------------------------------------- rejected neighbours
+@pytest.mark.parametrize("data,expected", [
+    ({"application": {"sourc": {}}}, "application.sourc: unknown key (did you mean 'source'?)"),
+    ({"resoures": {}}, "resoures: unknown key (did you mean 'resources'?)"),
+    ({"resources": {"gpus": -1}}, "resources.gpus: -1: should be greater than or equal to 0"),
+    ({"resources": {"gpus": 64}}, "resources.gpus: 64: should be less than or equal to 16"),
+    ({"resources": {"memory": "lots"}}, "resources.memory: 'lots' is not a size"),
+    ({"resources": {"memory": "100Mi"}}, "resources.memory: 100Mi is too little"),
+    ({"resources": {"cpu": "-2"}}, "resources.cpu: '-2' is not a CPU amount"),
+    ({"resources": {"memory": "8Gi", "shm_size": "16Gi"}}, "resources.shm_size: 16Gi is more than the pod's memory"),
+    ({"deployment": {"mode": "multi-node"}, "application": {"execution": {"mode": "job"}}},
+     "deployment.num_nodes: a multi-node deployment needs num_nodes of 2 or more"),
+    ({"deployment": {"num_nodes": 3}}, "deployment.num_nodes: 3 nodes needs mode: multi-node"),
+    ({"deployment": {"mode": "multi-node", "num_nodes": 2}}, "application.execution.mode: multi-node runs as a job"),
+    ({"application": {"execution": {"mode": "job"}}, "inference": {"enabled": True}},
+     "inference.enabled: a job runs to completion and cannot serve requests or have a Route"),
+    ({"application": {"type": "model_server"}, "inference": {"enabled": True, "model": "m", "tensor_parallel_size": 4},
+      "resources": {"gpus": 2}}, "inference.tensor_parallel_size: 4 is more than the 2 GPU(s)"),
+    ({"application": {"type": "model_server"}, "inference": {"enabled": True, "model": "m"}},
+     "inference.engine: vLLM needs a GPU"),
+    ({"application": {"type": "model_server"}, "inference": {"enabled": True, "engine": "transformers"}},
+     "inference.model: the model_server application needs a model"),
+    ({"application": {"type": "batch_inference"}, "inference": {"model": "m", "engine": "transformers"}},
+     "application.execution.mode: batch_inference runs to completion"),
+    ({"application": {"type": "directory", "source": {"path": "src"}}}, "application.source.entry_point: a directory application needs"),
+    ({"application": {"type": "custom_command"}}, "application.source.command: a custom_command application needs"),
+    ({"application": {"type": "custom_command", "source": {"command": "python 'unclosed"}}}, "application.source.command: cannot split"),
+    ({"application": {"execution": {"arguments": "--msg 'unclosed"}}}, "application.execution.arguments: cannot split"),
+    ({"application": {"source": {"path": "../../etc/passwd"}}}, "application.source.path: '../../etc/passwd' leaves the workspace"),
+    ({"application": {"requirements": "req.txt; rm -rf /"}}, "application.requirements: 'req.txt; rm -rf /' is not a file"),
+    ({"application": {"name": "My_App"}}, "application.name: 'My_App' is not a valid application name"),
+    ({"application": {"name": "a" * 41}}, "is 41 characters; a application name has at most 40"),
+    ({"inference": {"enabled": True, "port": 80}}, "inference.port: 80: should be greater than or equal to 1024"),
+    ({"inference": {"enabled": True, "health_check": "health"}}, "inference.health_check: 'health' is not a URL path"),
+    ({"inference": {"enabled": True, "replicas": 3}}, "resources.storage.access_mode: 3 replicas on several nodes cannot share"),
+    ({"inference": {"autoscaling": {"min_replicas": 3, "max_replicas": 2}}}, "inference.autoscaling.max_replicas: 2 is below min_replicas 3"),
+    ({"inference": {"quantization": "int3"}}, "inference.quantization: 'int3' is not one of awq"),
+    ({"inference": {"route": {"timeout": "forever"}}}, "inference.route.timeout: 'forever' is not a timeout"),
+    ({"inference": {"api_key_secret": "Bad Secret"}}, "inference.api_key_secret: 'Bad Secret' is not a valid Secret name"),
+    ({"monitoring": {"service_monitor": True}}, "monitoring.service_monitor: a ServiceMonitor needs a served application"),
+    ({"experiment": {"sweep": {"parameters": {"lr": [1, 2]}}}}, "experiment.sweep: a sweep submits jobs"),
+    ({"application": {"execution": {"mode": "job"}}, "experiment": {"sweep": {"method": "random", "parameters": {"lr": [1]}}}},
+     "experiment.sweep.max_runs: a random sweep needs max_runs"),
+    ({"experiment": {"tracking": {"enabled": True, "backend": "mlflow"}}}, "experiment.tracking.uri: the mlflow backend needs"),
+    ({"image": {"base": "not an image"}}, "image.base: 'not an image' is not an image reference"),
+    ({"deployment": {"namespace": "My Project"}}, "deployment.namespace: 'My Project' is not a valid namespace"),
+    ({"version": 2}, "version: this tool reads version 1 files, not 2"),
+])
+def test_rejected_with_the_field_and_the_reason(data, expected):
+    msg = problem(data)
+    assert expected in msg
+    assert "\n" not in msg and "Traceback" not in msg
+
+
+def test_all_problems_are_listed_for_validate():
+    with pytest.raises(ConfigError) as info:
+        validate({"application": {"name": "demo"}, "resources": {"gpus": -1, "memory": "x"}}, source="config.yaml")
+    assert len(info.value.lines()) == 2
+    assert "(and 1 more problem)" in str(info.value)
+
+
+def test_malformed_yaml_names_line_and_column():
+    with pytest.raises(ConfigError) as info:
+        parse_yaml("application:\n  name: [demo\n", "config.yaml")
+    assert str(info.value).startswith("config.yaml: malformed YAML: line ")
+
+
+def test_a_list_at_top_level_is_rejected():
+    with pytest.raises(ConfigError, match="expected a mapping of sections"):
+        parse_yaml("- a\n- b\n", "config.yaml")
+
+
+# --------------------------------------------------------------------------- --set
+def test_set_keeps_text_fields_byte_for_byte():
+    hostile = "--msg \"it's $(rm -rf ~)\" `id` ; echo"
+    data = apply_sets({}, [f"application.execution.arguments={hostile}", "resources.gpus=2",
+                           "experiment.tracking.tags=[a, b]", "application.name=demo"])
+    assert data["application"]["execution"]["arguments"] == hostile
+    assert data["resources"]["gpus"] == 2
+    assert data["experiment"]["tracking"]["tags"] == ["a", "b"]
+
+
+def test_set_text_that_looks_like_yaml_stays_text():
+    data = apply_sets({}, ["inference.model=yes", "application.name=demo", "application.source.path=null.py"])
+    assert data["inference"]["model"] == "yes"
+
+
+@pytest.mark.parametrize("expr,expected", [
+    ("resources.gpu=2", "resources.gpu: unknown key (did you mean 'gpus'?)"),
+    ("resources.gpus", "'resources.gpus' is not key=value"),
+    ("resources..gpus=1", "is not a dotted key"),
+    ("resources.gpus.count=1", "resources.gpus: is a value, not a section"),
+])
+def test_set_mistakes_are_reported(expr, expected):
+    with pytest.raises(ConfigError) as info:
+        apply_sets({}, [expr])
+    assert expected in str(info.value)
+
+
+def test_json_schema_is_strict_and_documents_fields():
+    schema = json_schema()
+    assert schema["additionalProperties"] is False
+    assert "description" in schema["$defs"]["Resources"]["properties"]["gpus"]
+    assert json.loads(json.dumps(schema)) == schema
