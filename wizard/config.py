@@ -16,6 +16,7 @@ import shlex
 from typing import Annotated, Any, Literal, Union
 
 from pydantic import (
+    AliasChoices,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -357,7 +358,8 @@ class Inference(Strict):
     served_model_name: str | None = Field(None, description="Name clients ask for; default the model.")
     port: int = Field(8000, ge=1024, le=65535, description="Port the server listens on (1024 or above: pods run without root).")
     protocol: Annotated[Literal["http"], choice("http")] = "http"
-    endpoint: str = Field("/v1/completions", description="The main endpoint, used by test-inference and benchmark-inference.")
+    endpoint: str = Field("/v1/completions", validation_alias=AliasChoices("endpoint", "path"),
+                          description="The main endpoint, used by test-inference and benchmark-inference (`path` is read as this too).")
     health_check: str = Field("/health", description="Liveness path: the process is up.")
     readiness_check: str | None = Field(None, description="Readiness path: the model is loaded; default the health path for vLLM and custom servers, /ready for the included transformers server.")
     metrics: str | None = Field("/metrics", description="Prometheus metrics path; empty for none.")
