@@ -235,3 +235,9 @@ def test_json_schema_is_strict_and_documents_fields():
     assert schema["additionalProperties"] is False
     assert "description" in schema["$defs"]["Resources"]["properties"]["gpus"]
     assert json.loads(json.dumps(schema)) == schema
+
+
+def test_a_deliberate_empty_secret_survives_writing_and_reading():
+    config = cfg(secrets={"huggingface": None})
+    again = validate(yaml.safe_load(dump_config(config, schema_ref="s.json")), source="again")
+    assert again.secrets.huggingface is None and again == config

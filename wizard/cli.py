@@ -39,6 +39,18 @@ def resolve_deployment(path: Path) -> Path:
 
 # --------------------------------------------------------------------------- new / render / validate
 def cmd_new(args: argparse.Namespace) -> int:
+    if args.list_presets:
+        from .presets import listing
+
+        for line in listing():
+            print(line)
+        return 0
+    if not args.name:
+        raise UserError("give the deployment's NAME, e.g. python -m wizard new llama-inference")
+    if args.preset:
+        from .presets import get as get_preset
+
+        get_preset(args.preset)  # an unknown preset fails here, before any question
     from .deployment import build_config, create_or_update, initial_data
     from .render import check_target, summarize
 
@@ -51,7 +63,7 @@ def cmd_new(args: argparse.Namespace) -> int:
             raise UserError("no terminal to ask questions on; pass --defaults, --answers FILE or --set key=value")
         from .dialogue import run_dialogue
 
-        config = run_dialogue(data, name=args.name, target=target, preset=args.preset)
+        config = run_dialogue(data, name=args.name, target=target, preset=args.preset, force=args.force)
         if config is None:
             print("Nothing written.")
             return 1
@@ -69,6 +81,15 @@ def cmd_new(args: argparse.Namespace) -> int:
         print(line)
     for note in outcome.notes:
         print(f"  note: {note}")
+    if outcome.kept and not args.dry_run:
+        print(f"Kept {len(outcome.kept)} file(s) you edited; the new version of each is beside it as <file>.new. "
+              "Merge what you want, or run again with --force to overwrite.")
+    if interactive:
+        from .dialogue import equivalent_command
+
+        custom_dir = None if deployments_dir.resolve() == DEFAULT_DEPLOYMENTS.resolve() else deployments_dir
+        print("\nThe same answers without questions:")
+        print("  " + equivalent_command(config, args.name, deployments_dir=custom_dir, prog=PROG))
     if not args.dry_run:
         _next_steps(outcome.target, outcome.config)
     return 0
@@ -185,10 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("new", help="create or update deployments/NAME from answers",
                        description="Create deployments/NAME (or update it, starting from its config.yaml). "
                                    "Asks questions on a terminal unless --defaults, --answers or --set is given.")
-    p.add_argument("name", metavar="NAME", help="deployment folder and default application name")
+    p.add_argument("name", metavar="NAME", nargs="?", help="deployment folder and default application name")
     p.add_argument("--answers", type=Path, metavar="FILE", help="a (partial) config.yaml with the answers")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one answer, e.g. resources.gpus=2 (repeatable)")
-    p.add_argument("--preset", metavar="NAME", help="start from a preset (see --list-presets in the wizard)")
+    p.add_argument("--preset", metavar="PRESET", help="start from a preset's answers (see --list-presets)")
+    p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--defaults", action="store_true", help="take defaults for everything not given; never ask")
     p.add_argument("-i", "--interactive", action="store_true", help="ask questions even when answers are given")
     p.add_argument("--deployments-dir", type=Path, default=DEFAULT_DEPLOYMENTS, metavar="DIR",

@@ -49,8 +49,23 @@ def parse_yaml(text: str, label: str) -> dict[str, Any]:
     return data
 
 
+def _plain(model: BaseModel) -> dict[str, Any]:
+    """A model as YAML-ready data: empty values left out unless empty is not the default."""
+    out: dict[str, Any] = {}
+    for name, field in type(model).model_fields.items():
+        value = getattr(model, name)
+        if isinstance(value, BaseModel):
+            out[name] = _plain(value)
+        elif value is None:
+            if field.default is not None and field.default_factory is None:
+                out[name] = None  # a deliberate "none", e.g. no Hugging Face Secret
+        else:
+            out[name] = type(model).__pydantic_serializer__.to_python(model, mode="json", include={name})[name]
+    return out
+
+
 def dump_config(config: Config, *, schema_ref: str) -> str:
-    data = config.model_dump(mode="json", exclude_none=True)
+    data = _plain(config)
     body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
     header = SCHEMA_COMMENT.format(schema_ref) + "# Written by mlshift; edit freely. Every script re-reads this file.\n"
     return header + body
