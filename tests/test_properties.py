@@ -22,7 +22,7 @@ from wizard.validate import check_manifest_text, check_scripts
 from conftest import ROOT
 
 HOSTILE = ["it's", '"quoted"', "$(touch PWNED)", "`touch PWNED`", "a\nb", "$HOME", "$$", "$(HOME)", "; rm -rf /",
-           "--flag=$(id)", "\\", "{{ config }}", "#", "*", "ü ✓", "\t", "'", "", "--", "!!", "&", "|", ">x"]
+           "--flag=$(id)", "\\", "{{ config }}", "#", "*", "ü ✓", "\t", "\x85", "\u2028", "\ufeff", "\r\n", "'", "", "--", "!!", "&", "|", ">x"]
 words = st.one_of(st.sampled_from(HOSTILE), st.text(st.characters(blacklist_categories=("Cs",)), max_size=12))
 names = st.from_regex(r"[a-z]([a-z0-9-]{0,20}[a-z0-9])?", fullmatch=True)
 
@@ -99,7 +99,7 @@ def kubernetes_expand(word: str, env: dict[str, str]) -> str:
     return "".join(out)
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(configs)
 def test_any_accepted_config_renders_schema_valid_manifests(raw):
     config = accepted(raw)
@@ -109,7 +109,7 @@ def test_any_accepted_config_renders_schema_valid_manifests(raw):
             assert check_manifest_text(text) == [], rel
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
+@settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "60")), deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much])
 @given(configs)
 def test_user_arguments_reach_the_container_byte_for_byte(raw):
     config = accepted(raw)

@@ -17,6 +17,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from .config import Config
+from . import yamlio
 from .errors import ConfigError
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema={}\n"
@@ -66,7 +67,7 @@ def _plain(model: BaseModel) -> dict[str, Any]:
 
 def dump_config(config: Config, *, schema_ref: str) -> str:
     data = _plain(config)
-    body = yaml.safe_dump(data, sort_keys=False, allow_unicode=True, width=100)
+    body = yamlio.dump(data, width=100)
     header = SCHEMA_COMMENT.format(schema_ref) + "# Written by mlshift; edit freely. Every script re-reads this file.\n"
     return header + body
 

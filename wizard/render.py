@@ -18,8 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
-import yaml
-
+from . import yamlio
 from .config import Config, json_schema
 from .errors import UserError
 from .loader import dump_config
@@ -64,14 +63,14 @@ SCRIPTS: tuple[Script, ...] = (
 # --------------------------------------------------------------------------- jinja
 def _to_yaml(value: Any) -> str:
     """A value as one line of YAML (flow style): safe for any text a user can type."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=2**31, allow_unicode=True, sort_keys=False)
+    text = yamlio.dump(value, default_flow_style=True, width=2**31)
     if text.endswith("\n...\n"):
         text = text[: -len("\n...\n")]
     return text.rstrip("\n")
 
 
 def _block(value: Any, indent: int) -> str:
-    text = yaml.safe_dump(value, default_flow_style=False, width=2**31, allow_unicode=True, sort_keys=False)
+    text = yamlio.dump(value, default_flow_style=False, width=2**31)
     pad = " " * indent
     return "\n".join(pad + line if line else line for line in text.rstrip("\n").split("\n"))
 
