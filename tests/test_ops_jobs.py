@@ -1,0 +1,194 @@
+"""submit (one job, a batch of 50 in one request, hostile arguments), watch, jobs, logs, sweep, compare."""
+
+from __future__ import annotations
+
+import re
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from fake_oc.harness import Cluster, unescape  # noqa: E402
+
+NAME_RE = re.compile(r"^train-\d{6}-\d{6}-[a-z0-9]{4}$")
+
+
+@pytest.fixture
+def cluster(tmp_path, monkeypatch):
+    c = Cluster(tmp_path, monkeypatch)
+    c.dep = c.job()
+    c.seed(c.dep)
+    return c
+
+
+def _jobs(cluster) -> list[dict]:
+    return [o for o in cluster.created() if o["kind"] == "Job"]
+
+
+def test_submit_one_job_unique_name_labels_and_next_step(cluster, capsys):
+    before = (cluster.dep / "config.yaml").read_bytes()
+    rc, out, err = cluster.verb(capsys, "submit", cluster.dep)
+    assert rc == 0, err
+    assert cluster.verbs() == ["get", "get", "create"]  # project, shared objects, the job
+    (job,) = _jobs(cluster)
+    name = job["metadata"]["name"]
+    assert NAME_RE.match(name) and len(name) <= 63
+    labels = job["metadata"]["labels"]
+    sub = name[len("train-"):]
+    assert labels["mlshift.io/submission"] == sub and labels["app.kubernetes.io/instance"] == "train"
+    assert job["spec"]["template"]["metadata"]["labels"]["mlshift.io/submission"] == sub
+    assert f"watch-job.sh {sub}" in out
+    assert (cluster.dep / "config.yaml").read_bytes() == before
+    # the run's config travels with its pods, mounted where the application reads it
+    pod = job["spec"]["template"]
+    assert "version: 1" in pod["metadata"]["annotations"]["mlshift.io/config"]
+    vol = [v for v in pod["spec"]["volumes"] if v["name"] == "config"][0]
+    assert vol["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.annotations['mlshift.io/config']"
+
+
+HOSTILE = ['a"b', "it's", "$(touch {marker})", "`touch {marker}`", "line1\nline2", "$HOME", "${{PATH}}", "--x=; rm -rf /", "\\n", ""]
+
+
+def test_hostile_arguments_reach_the_container_byte_for_byte(cluster, capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    words = [w.format(marker=marker) for w in HOSTILE]
+    res = cluster.script(cluster.dep, "submit-job.sh", "--", *words)
+    assert res.returncode == 0, res.stderr
+    (job,) = _jobs(cluster)
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[:2] == ["python3", "/workspace/train/main.py"]
+    assert [unescape(w) for w in command[2:]] == words
+    assert "$(touch" not in "".join(command).replace("$$(touch", "")  # every $ doubled for Kubernetes
+    assert not marker.exists()
+
+
+def test_hostile_arguments_through_set_and_config(cluster, capsys, tmp_path):
+    marker = tmp_path / "pwned"
+    text = f"--note 'say \"hi\" $(touch {marker})' --q `touch {marker}`"
+    rc, _, err = cluster.verb(capsys, "submit", cluster.dep, "--set", f"application.execution.arguments={text}")
+    assert rc == 0, err
+    (job,) = _jobs(cluster)
+    command = job["spec"]["template"]["spec"]["containers"][0]["command"]
+    import shlex
+
+    assert [unescape(w) for w in command[2:]] == shlex.split(text)
+    assert not marker.exists()
+    assert "--lr 0.1" in (cluster.dep / "config.yaml").read_text()
+
+
+def test_set_overrides_this_submission_only(cluster, capsys):
+    rc, _, err = cluster.verb(capsys, "submit", cluster.dep, "--set", "resources.gpus=2")
+    assert rc == 0, err
+    (job,) = _jobs(cluster)
+    res = job["spec"]["template"]["spec"]["containers"][0]["resources"]
+    assert res["limits"]["nvidia.com/gpu"] == 2
+    assert "gpus: 0" in (cluster.dep / "config.yaml").read_text()
+    assert "gpus: 2" in job["spec"]["template"]["metadata"]["annotations"]["mlshift.io/config"]
+
+
+def test_a_bad_set_is_one_line_and_submits_nothing(cluster, capsys):
+    rc, _, err = cluster.verb(capsys, "submit", cluster.dep, "--set", "resources.gpu=2")
+    assert rc == 2 and "did you mean 'gpus'" in err and err.count("\n") == 1
+    assert cluster.calls() == []
+    rc, _, err = cluster.verb(capsys, "submit", cluster.dep, "--set", "application.execution.mode=auto_start")
+    assert rc == 2 and "does not run as jobs" in err
+
+
+def test_batch_of_50_jobs_uses_as_many_oc_requests_as_one(cluster, capsys, tmp_path):
+    rc, _, _ = cluster.verb(capsys, "submit", cluster.dep)
+    assert rc == 0
+    one = len(cluster.calls())
+    cluster.reset()
+    batch = tmp_path / "runs.yaml"
+    batch.write_text("\n".join(f"- {{set: [resources.cpu={1 + i % 3}], args: [--seed, '{i}']}}" for i in range(50)) + "\n")
+    start = time.monotonic()
+    rc, out, err = cluster.verb(capsys, "submit", cluster.dep, "--batch", str(batch))
+    took = time.monotonic() - start
+    assert rc == 0, err
+    assert len(cluster.calls()) == one == 3
+    assert [c["argv"][0] for c in cluster.calls()].count("create") == 1
+    jobs = _jobs(cluster)
+    assert len(jobs) == 50 and len({j["metadata"]["name"] for j in jobs}) == 50
+    seeds = [unescape(j["spec"]["template"]["spec"]["containers"][0]["command"][-1]) for j in jobs]
+    assert seeds == [str(i) for i in range(50)]
+    assert "Submitted 50 jobs" in out
+    print(f"\n50 jobs: {len(cluster.calls())} oc requests in {took:.2f}s")
+    assert took < 20
+
+
+def test_repeat_submits_identical_jobs_in_one_request(cluster, capsys):
+    rc, out, _ = cluster.verb(capsys, "submit", cluster.dep, "--repeat", "5")
+    assert rc == 0 and len(_jobs(cluster)) == 5 and cluster.verbs().count("create") == 1
+
+
+def test_submit_before_deploy_says_deploy_first(tmp_path, monkeypatch, capsys):
+    c = Cluster(tmp_path, monkeypatch)
+    dep = c.job()
+    rc, _, err = c.verb(capsys, "submit", dep)
+    assert rc == 2 and "not deployed" in err and "deploy.sh" in err
+    assert "create" not in c.verbs()
+
+
+def test_quota_refusing_jobs(cluster, capsys):
+    cluster.set(FAKE_OC_QUOTA="create")
+    rc, _, err = cluster.verb(capsys, "submit", cluster.dep)
+    assert rc == 3
+    assert "quota job-count is exceeded (requested count/jobs.batch=1, used count/jobs.batch=20" in err
+
+
+def test_watch_follows_logs_and_exits_with_the_outcome(cluster, capsys):
+    cluster.verb(capsys, "submit", cluster.dep)
+    res = cluster.script(cluster.dep, "watch-job.sh")
+    assert res.returncode == 0, res.stderr
+    assert "Final loss: 0.125" in res.stdout and "succeeded" in res.stdout
+    logs = [a for a in cluster.argvs() if a[0] == "logs"]
+    assert logs and logs[0][2].startswith("job/train-") and "-f" in logs[0]
+
+
+def test_watch_a_failed_job_exits_1(cluster, capsys):
+    cluster.set(FAKE_OC_JOB="Failed")
+    cluster.verb(capsys, "submit", cluster.dep)
+    name = _jobs(cluster)[0]["metadata"]["name"]
+    rc, out, err = cluster.verb(capsys, "watch", cluster.dep, name[len("train-"):], "--no-logs")
+    assert rc == 1 and "failed" in err and "backoff limit" in err
+
+
+def test_watch_a_pending_job_says_why_and_times_out(cluster, capsys):
+    cluster.set(FAKE_OC_POD="pending-gpu", FAKE_OC_JOB_POLLS="1000", MLSHIFT_POLL_SECONDS="0.3")
+    cluster.verb(capsys, "submit", cluster.dep)
+    rc, out, err = cluster.verb(capsys, "watch", cluster.dep, "--timeout", "1")
+    assert rc == 2 and "waiting for free GPUs" in out and "has not started after 1s" in err
+
+
+def test_watch_an_unknown_job(cluster, capsys):
+    rc, _, err = cluster.verb(capsys, "watch", cluster.dep, "nope")
+    assert rc == 2 and "no job train-nope" in err and "list-jobs.sh" in err
+
+
+def test_jobs_and_logs(cluster, capfd):
+    cluster.verb(capfd, "submit", cluster.dep, "--", "--lr", "0.3")
+    rc, out, _ = cluster.verb(capfd, "jobs", cluster.dep)
+    assert rc == 0 and "NAME" in out and "--lr 0.3" in out
+    rc, out, _ = cluster.verb(capfd, "logs", cluster.dep)
+    assert rc == 0 and "Final loss" in out
+
+
+def test_sweep_submits_the_grid_in_one_request_and_compare_reads_metrics(cluster, capsys):
+    cfg = cluster.dep / "config.yaml"
+    import yaml
+
+    data = yaml.safe_load(cfg.read_text())
+    data["experiment"]["sweep"] = {"parameters": {"lr": [0.1, 0.01], "bs": [16, 32, 64]}, "metric": "Final loss"}
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+    rc, out, err = cluster.verb(capsys, "sweep", cluster.dep)
+    assert rc == 0, err
+    jobs = _jobs(cluster)
+    assert len(jobs) == 6 and cluster.verbs().count("create") == 1
+    sweep_ids = {j["metadata"]["labels"]["mlshift.io/sweep"] for j in jobs}
+    assert len(sweep_ids) == 1
+    cmd = [unescape(w) for w in jobs[0]["spec"]["template"]["spec"]["containers"][0]["command"]]
+    assert cmd[2:] == ["--lr", "0.1", "--lr=0.1", "--bs=16"]
+    rc, out, _ = cluster.verb(capsys, "compare", cluster.dep)
+    assert rc == 0 and "Final loss" in out and "0.125" in out and sweep_ids.pop() in out

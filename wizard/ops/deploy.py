@@ -1,0 +1,494 @@
+"""deploy, delete, status: the long-running objects of a deployment and the shared ones of jobs."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import OcError, UserError
+from ..paths import TOOL_ROOT, WORKSPACE_MOUNT
+from . import diagnose
+from .base import Ctx, poll_seconds, say, sleep, warn
+from .oc import first_line
+
+# Objects the pods need before they start (and that jobs share); applied first.
+SHARED = ("configmap", "persistentvolumeclaim", "imagestream", "buildconfig", "service-headless")
+# What the included runtime needs in the image besides the base (see templates/Containerfile.j2).
+RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "prometheus-client", "transformers", "tqdm", "pydantic", "pyyaml")
+BUILD_STATE = ".mlshift/build.json"
+# A small image with tar, for the short-lived pod that copies workspace/ onto the volume.
+SYNC_IMAGE = "registry.access.redhat.com/ubi9/ubi:latest"
+
+
+def manifest_files(ctx: Ctx, *, shared: bool | None = None, volumes: bool = True) -> list[Path]:
+    """The listed manifests (what `oc apply -k` would apply), shared ones only or the rest."""
+    out = []
+    for template, listed in ctx.plan.manifests:
+        if not listed or (shared is not None and (template in SHARED) != shared):
+            continue
+        if template == "persistentvolumeclaim" and not volumes:
+            continue
+        out.append(ctx.directory / "manifests" / f"{template}.yaml")
+    return out
+
+
+def apply(ctx: Ctx, files: list[Path]) -> dict[str, str]:
+    """``oc apply -f`` the files in one request; returns object -> created/configured/unchanged."""
+    if not files:
+        return {}
+    args: list[str] = []
+    for f in files:
+        args += ["-f", str(f)]
+    ans = ctx.oc.call("apply", args, what="apply the manifests")
+    result: dict[str, str] = {}
+    for line in ans.out.splitlines():
+        parts = line.strip().rsplit(" ", 1)
+        if len(parts) == 2:
+            result[parts[0]] = parts[1]
+            say(f"  {parts[0]} {parts[1]}")
+    return result
+
+
+# --------------------------------------------------------------------------- secrets
+def check_secrets(ctx: Ctx) -> None:
+    wanted = ctx.plan.secrets
+    if not wanted:
+        return
+    names = [s["name"] for s in wanted]
+    ans = ctx.oc.call("get", ["secret", *names, "-o", "name", "--ignore-not-found"], what="check the Secrets")
+    if ctx.dry_run:
+        return
+    found = {line.strip().split("/", 1)[-1] for line in ans.out.splitlines() if line.strip()}
+    ns = f" -n {ctx.oc.namespace}" if ctx.oc.namespace else ""
+    missing_required = []
+    for s in wanted:
+        if s["name"] in found:
+            continue
+        cmd = f"oc create secret generic {s['name']} --from-literal={s['key']}=...{ns}"
+        if s["required"] == "no":
+            warn(f"note: optional Secret {s['name']} ({s['purpose']}) is missing; create it if needed: {cmd}")
+        else:
+            missing_required.append((s, cmd))
+    if missing_required:
+        first, cmd = missing_required[0]
+        more = f" (and {len(missing_required) - 1} more: " + "; ".join(c for _, c in missing_required[1:]) + ")" if len(missing_required) > 1 else ""
+        raise UserError(f"the Secret {first['name']} ({first['purpose']}) is missing{more}",
+                        hint=f"create it with: {cmd}")
+
+
+# --------------------------------------------------------------------------- image build
+def build_context(ctx: Ctx, dest: Path) -> None:
+    """The binary build's folder: Containerfile, the requirements it copies, and mlshift/."""
+    shutil.copy2(ctx.directory / "Containerfile", dest / "Containerfile")
+    req = ctx.config.application.requirements
+    if req:
+        src = ctx.directory / "workspace" / req
+        if not src.is_file():
+            raise UserError(f"application.requirements names workspace/{req}, which does not exist",
+                            hint="put the file there or clear application.requirements")
+        (dest / "workspace" / req).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, dest / "workspace" / req)
+    ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
+    for pkg in ("wizard", "runtime"):
+        if (TOOL_ROOT / pkg).is_dir():
+            shutil.copytree(TOOL_ROOT / pkg, dest / "mlshift" / pkg, ignore=ignore)
+    (dest / "mlshift" / "requirements-runtime.txt").write_text("\n".join(RUNTIME_REQUIREMENTS) + "\n", encoding="utf-8")
+
+
+def tree_hash(root: Path) -> str:
+    h = hashlib.sha256()
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        h.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def build(ctx: Ctx, when: str) -> None:
+    name = ctx.name
+    if ctx.dry_run:
+        ctx.oc.note("the build context is a temporary folder: Containerfile, the requirements file, "
+                    "mlshift/{wizard,runtime} and mlshift/requirements-runtime.txt")
+        if when == "auto":
+            ctx.oc.call("get", ["imagestreamtag", f"{name}:latest", "-o", "name", "--ignore-not-found"])
+        if when != "never":
+            ctx.oc.stream("start-build", [name, "--from-dir=<build context>", "--follow", "--wait"])
+        return
+    if when == "never":
+        return
+    state_file = ctx.directory / BUILD_STATE
+    with tempfile.TemporaryDirectory(prefix=f"mlshift-build-{name}-") as tmp:
+        context = Path(tmp)
+        build_context(ctx, context)
+        digest = tree_hash(context)
+        key = ctx.oc.namespace or ""
+        if when == "auto":
+            try:
+                last = json.loads(state_file.read_text(encoding="utf-8")).get(key)
+            except (OSError, ValueError, AttributeError):
+                last = None
+            exists = ctx.oc.call("get", ["imagestreamtag", f"{name}:latest", "-o", "name", "--ignore-not-found"],
+                                 what="look up the image").out.strip()
+            if exists and last == digest:
+                say(f"Image {name}:latest is up to date (deploy --build always rebuilds it).")
+                return
+        say(f"Building image {name}:latest on the cluster (binary build; the log follows)...")
+        rc = ctx.oc.stream("start-build", [name, f"--from-dir={context}", "--follow", "--wait"], check=False)
+        if rc != 0:
+            raise UserError(f"the image build of {name} failed (exit code {rc})",
+                            hint=f"read the log above or `oc logs bc/{name}`; fix Containerfile or the requirements and re-run deploy.sh")
+    try:
+        state = json.loads(state_file.read_text(encoding="utf-8"))
+        if not isinstance(state, dict):
+            state = {}
+    except (OSError, ValueError):
+        state = {}
+    state[key] = digest
+    state_file.parent.mkdir(parents=True, exist_ok=True)
+    state_file.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+
+
+# --------------------------------------------------------------------------- workspace upload
+def runs_from_workspace(ctx: Ctx) -> bool:
+    app = ctx.config.application
+    return app.enabled and app.type in ("single_file", "directory") and ctx.plan.working_dir.startswith(WORKSPACE_MOUNT + "/")
+
+
+def workspace_has_files(ctx: Ctx) -> bool:
+    ws = ctx.directory / "workspace"
+    return ws.is_dir() and any(p.name != ".gitkeep" for p in ws.iterdir())
+
+
+def sync_pod_manifest(ctx: Ctx) -> dict[str, Any]:
+    plan = ctx.plan
+    meta: dict[str, Any] = {"name": f"{ctx.name}-sync", "labels": plan.labels("sync")}
+    return {
+        "apiVersion": "v1", "kind": "Pod", "metadata": meta,
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": False,
+            "securityContext": plan.pod_security_context,
+            "activeDeadlineSeconds": 3600,  # never outlives an interrupted sync by long
+            "containers": [{
+                "name": "sync", "image": SYNC_IMAGE,
+                "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
+                "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
+                "securityContext": plan.container_security_context,
+                "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE_MOUNT}],
+            }],
+            "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": plan.workspace_claim}}],
+        },
+    }
+
+
+class VolumePod:
+    """A pod with the workspace volume mounted: the application's own, or a short-lived one."""
+
+    def __init__(self, ctx: Ctx, pod: str | None):
+        self.ctx, self.pod, self.temporary = ctx, pod, pod is None
+
+    def __enter__(self) -> str:
+        if self.pod:
+            return self.pod
+        ctx = self.ctx
+        name = f"{ctx.name}-sync"
+        say(f"Starting {name} to reach the workspace volume...")
+        ctx.oc.call("delete", ["pod", name, "--ignore-not-found", "--wait=true"], what="remove an old sync pod")
+        ctx.oc.call("create", ["-f", "-"], stdin=yaml.safe_dump(sync_pod_manifest(ctx), sort_keys=False),
+                    what="start a pod for the workspace volume")
+        ans = ctx.oc.call("wait", ["--for=condition=Ready", f"pod/{name}", "--timeout=300s"], check=False)
+        if not ans.ok:
+            pod = ctx.oc.get_json(["pod", name], what="look at the sync pod")
+            problems = diagnose.pod_problems(pod, ctx.events(), image=SYNC_IMAGE) if pod else []
+            self.__exit__(None, None, None)
+            why = problems[0].line() if problems else (first_line(ans.err) or "not ready after 300s")
+            raise UserError(f"the pod for the workspace volume did not start: {why}",
+                            hint="check the volume with status.sh")
+        self.pod = name
+        return name
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.temporary:
+            self.ctx.oc.call("delete", ["pod", f"{self.ctx.name}-sync", "--ignore-not-found", "--wait=false"], check=False)
+
+
+def running_pod(ctx: Ctx) -> str | None:
+    """A running pod of the application (it has the volume), or None."""
+    if ctx.plan.is_job or ctx.dry_run:
+        if ctx.dry_run and not ctx.plan.is_job:
+            ctx.oc.call("get", ["pods", "-l", ctx.selector(), "-o", "json"])
+        return None
+    for pod in ctx.pods():
+        if (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp"):
+            return pod["metadata"]["name"]
+    return None
+
+
+def copy_to_volume(ctx: Ctx, pod: str | None, local: Path, remote: str) -> None:
+    """Copy a local folder's contents to a folder on the workspace volume (rsync semantics)."""
+    with VolumePod(ctx, pod) as target:
+        container = ["-c", ctx.plan.container_name] if pod else []
+        say(f"Uploading {ctx.rel(local)}/ to {target}:{remote} ...")
+        ctx.oc.call("exec", [target, *container, "--", "mkdir", "-p", remote], what="create the folder in the pod")
+        ctx.oc.stream("rsync", [f"{local}/", f"{target}:{remote}", *container, "--no-perms=true"], what=f"upload {ctx.rel(local)}/")
+
+
+def copy_from_volume(ctx: Ctx, pod: str | None, remote: str, local: Path) -> None:
+    with VolumePod(ctx, pod) as target:
+        container = ["-c", ctx.plan.container_name] if pod else []
+        ctx.oc.stream("rsync", [f"{target}:{remote}", str(local), *container, "--no-perms=true"], what=f"download {remote}")
+
+
+def upload_workspace(ctx: Ctx, pod: str | None) -> None:
+    copy_to_volume(ctx, pod, ctx.directory / "workspace", ctx.plan.working_dir)
+
+
+# --------------------------------------------------------------------------- deploy
+def deploy(ctx: Ctx, args) -> int:
+    plan = ctx.plan
+    say(f"Deploying {ctx.name} ({plan.mode}) to {plan.namespace or 'the current project'}")
+    ctx.check_session()
+    check_secrets(ctx)
+    say("Applying the shared objects:" if plan.is_job else "Applying the configuration, volume and image objects:")
+    changed = apply(ctx, manifest_files(ctx, shared=True))
+    if plan.build:
+        build(ctx, args.build)
+    uploaded_live = False
+    if runs_from_workspace(ctx) and not args.no_upload and workspace_has_files(ctx):
+        pod = running_pod(ctx)
+        upload_workspace(ctx, pod)
+        uploaded_live = pod is not None
+    elif runs_from_workspace(ctx) and not workspace_has_files(ctx):
+        warn(f"note: workspace/ is empty; put your code there ({ctx.config.application.source.path or 'the entry point'}) and re-run deploy.sh")
+    if plan.is_job:
+        say(f"\nReady for jobs. Submit one with: {ctx.script('submit-job.sh')}")
+        return 0
+    say("Applying the application:")
+    changed.update(apply(ctx, manifest_files(ctx, shared=False)))
+    config_changed = any(k.startswith("configmap/") and v == "configured" for k, v in changed.items())
+    deployment_same = any(k.startswith("deployment.apps/") and v == "unchanged" for k, v in changed.items())
+    if ctx.dry_run or ((config_changed or uploaded_live) and deployment_same):
+        if not ctx.dry_run:
+            say("config.yaml or workspace/ changed: restarting the pods so that they use it")
+        else:
+            ctx.oc.note("only when the ConfigMap or workspace/ changed and the Deployment did not:")
+        ctx.oc.call("rollout", ["restart", f"deployment/{ctx.name}"], what="restart the pods")
+    if args.no_wait:
+        say(f"Not waiting; follow it with {ctx.script('status.sh')}")
+        return 0
+    wait_rollout(ctx, args.timeout or (ctx.config.inference.startup_timeout + 600 if plan.serves else 900))
+    reach(ctx)
+    return 0
+
+
+def wait_rollout(ctx: Ctx, timeout: int) -> None:
+    name, plan = ctx.name, ctx.plan
+    cleanup = f"it stays deployed; remove it with {ctx.script('delete.sh')}"
+    if ctx.dry_run:
+        ctx.oc.note(f"then poll until the Deployment is ready (at most {timeout}s):")
+        ctx.oc.call("get", ["deployment", name, "-o", "json"])
+        ctx.oc.call("get", ["pods", "-l", ctx.selector(), "-o", "json"])
+        ctx.oc.call("get", ["events", "-o", "json"])
+        return
+    start = time.monotonic()
+    tty = sys.stdout.isatty()
+    last = ""
+    while True:
+        dep = ctx.oc.get_json(["deployment", name], what="read the Deployment")
+        spec, st = dep.get("spec") or {}, dep.get("status") or {}
+        want = int(spec.get("replicas", 1))
+        ready = int(st.get("readyReplicas") or 0)
+        updated = int(st.get("updatedReplicas") or 0)
+        fresh = int(st.get("observedGeneration") or 0) >= int((dep.get("metadata") or {}).get("generation") or 0)
+        elapsed = int(time.monotonic() - start)
+        if fresh and updated >= want and int(st.get("availableReplicas") or 0) >= want and int(st.get("replicas") or 0) <= want:
+            line = f"[{elapsed:>4}s] {ready}/{want} ready"
+            print(("\r" + line.ljust(100) + "\n") if tty else line, flush=True)
+            return
+        pods = [p for p in ctx.pods() if not p["metadata"].get("deletionTimestamp")]
+        events = ctx.events()
+        detail = ""
+        if not pods:
+            failures = [m for m in diagnose.creation_failures(events, _replicaset_names(events, name)) if m]
+            if failures:
+                q = diagnose.quota_line(failures[-1])
+                if tty:
+                    print()
+                raise UserError(q or f"the pods cannot be created: {failures[-1]}",
+                                hint=("ask for less (resources.*) or free the quota (oc describe quota); " if q else "") + cleanup)
+            detail = "no pod yet"
+        else:
+            problems = [pr for p in pods for pr in diagnose.pod_problems(p, events, image=plan.image)]
+            fatal = [pr for pr in problems if pr.fatal]
+            if fatal:
+                if tty:
+                    print()
+                raise UserError(f"{fatal[0].pod}: {fatal[0].summary}", hint=f"{fatal[0].hint}; {cleanup}")
+            detail = problems[0].summary if problems else ", ".join(f"{p['metadata']['name']} {diagnose.phase(p)}" for p in pods)
+        line = f"[{elapsed:>4}s] {ready}/{want} ready; {detail}"
+        if tty:
+            print("\r" + line[:150].ljust(150), end="", flush=True)
+        elif line.split("] ", 1)[1] != last:
+            print(line, flush=True)
+            last = line.split("] ", 1)[1]
+        if elapsed >= timeout:
+            if tty:
+                print()
+            raise UserError(f"{name} is not ready after {timeout}s: {detail}",
+                            hint=f"it keeps trying: {ctx.script('status.sh')} shows why, {ctx.script('logs.sh')} -f what it does; "
+                                 f"deploy --timeout waits longer; {cleanup}")
+        sleep(poll_seconds())
+
+
+def _replicaset_names(events: Any, name: str) -> list[str]:
+    items = events.get("items", []) if isinstance(events, dict) else []
+    return [(e.get("involvedObject") or {}).get("name", "") for e in items
+            if (e.get("involvedObject") or {}).get("kind") == "ReplicaSet"
+            and (e.get("involvedObject") or {}).get("name", "").startswith(name + "-")]
+
+
+def route_url(ctx: Ctx) -> str | None:
+    if not ctx.plan.route:
+        return None
+    route = ctx.oc.get_json(["route", ctx.plan.route_name], what="read the Route",
+                            dry_answer={"spec": {"host": "<route host>"}})
+    host = (route.get("spec") or {}).get("host")
+    return f"https://{host}" if host else None
+
+
+def reach(ctx: Ctx) -> None:
+    plan = ctx.plan
+    if plan.serves:
+        url = route_url(ctx)
+        endpoint = ctx.config.inference.endpoint
+        if url:
+            say(f"\nReady: {url}{endpoint}")
+        else:
+            say(f"\nReady. Reach it with {ctx.script('port-forward.sh')} (then http://127.0.0.1:{plan.port}{endpoint})")
+        say(f"Try it: {ctx.script('test-inference.sh')}")
+    elif plan.mode == "manual":
+        say(f"\nReady. Work in it: {ctx.script('shell.sh')}, {ctx.script('jupyter.sh')} or {ctx.script('vscode.sh')}")
+    else:
+        say(f"\nRunning. Follow it: {ctx.script('logs.sh')} -f")
+
+
+# --------------------------------------------------------------------------- delete
+def delete(ctx: Ctx, args) -> int:
+    ctx.check_session()
+    if args.volumes and not args.yes and not ctx.dry_run:
+        if not sys.stdin.isatty():
+            raise UserError("--volumes deletes the workspace volume and everything on it", hint="add --yes to confirm")
+        answer = input(f"Delete the volume {ctx.plan.workspace_claim} and all files on it? Type {ctx.name} to confirm: ")
+        if answer.strip() != ctx.name:
+            say("Nothing deleted.")
+            return 1
+    files = manifest_files(ctx, volumes=args.volumes)
+    if files:
+        fargs: list[str] = []
+        for f in files:
+            fargs += ["-f", str(f)]
+        ans = ctx.oc.call("delete", [*fargs, "--ignore-not-found", "--wait=false"], what="delete the objects")
+        for line in ans.out.splitlines():
+            if line.strip():
+                say(f"  {line.strip()}")
+    ctx.oc.call("delete", ["pods", "-l", f"{ctx.instance_selector},app.kubernetes.io/component=sync", "--ignore-not-found"],
+                what="delete a leftover sync pod")
+    if args.jobs:
+        ans = ctx.oc.call("delete", ["jobs", "-l", ctx.selector("job"), "--ignore-not-found", "--wait=false"],
+                          what="delete the jobs")
+        for line in ans.out.splitlines():
+            if line.strip():
+                say(f"  {line.strip()}")
+    elif ctx.plan.is_job:
+        say(f"Submitted jobs are kept (they finish and expire on their own); add --jobs to delete them too.")
+    if not args.volumes:
+        say(f"The workspace volume {ctx.plan.workspace_claim} is kept; add --volumes to delete it and its files.")
+    say(f"Deleted {ctx.name} from {ctx.where}." if not ctx.dry_run else "")
+    return 0
+
+
+# --------------------------------------------------------------------------- status
+def _age(ts: str | None) -> str:
+    if not ts:
+        return ""
+    import datetime as dt
+
+    try:
+        then = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
+    except ValueError:
+        return ""
+    secs = int((dt.datetime.now(dt.timezone.utc) - then).total_seconds())
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size:
+            return f"{secs // size}{unit}"
+    return f"{max(secs, 0)}s"
+
+
+def status(ctx: Ctx, args) -> int:
+    plan = ctx.plan
+    ctx.check_session()
+    data = ctx.oc.get_json(["deployments,pods,jobs,routes,persistentvolumeclaims", "-l", ctx.instance_selector],
+                           what="read the application's objects")
+    events = ctx.events()
+    builds = ctx.oc.get_json(["builds", "-l", f"buildconfig={ctx.name}"], what="read the builds") if plan.build else {}
+    if ctx.dry_run:
+        return 0
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for item in data.get("items", []):
+        by_kind.setdefault(item.get("kind", ""), []).append(item)
+    gpus = f", {ctx.config.resources.gpus} GPU(s) per pod" if ctx.config.resources.gpus else ""
+    say(f"{ctx.name} in {ctx.where}: {plan.mode}{gpus}")
+    if not by_kind:
+        say(f"  nothing deployed (deploy with {ctx.script('deploy.sh')})")
+        return 0
+    for pvc in by_kind.get("PersistentVolumeClaim", []):
+        st = pvc.get("status") or {}
+        size = (st.get("capacity") or {}).get("storage") or ((pvc.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage", "")
+        say(f"Volume {pvc['metadata']['name']}: {st.get('phase', '?')} {size}")
+        if st.get("phase") == "Pending":
+            for e in diagnose.events_for(events, pvc["metadata"]["name"])[-1:]:
+                say(f"  why: {e.get('message', '').strip()}")
+    items = (builds or {}).get("items", [])
+    if items:
+        last = sorted(items, key=lambda b: b["metadata"].get("creationTimestamp", ""))[-1]
+        st = last.get("status") or {}
+        say(f"Image build {last['metadata']['name']}: {st.get('phase', '?')}" + (f" ({st.get('message')})" if st.get("message") and st.get("phase") != "Complete" else ""))
+    for dep in by_kind.get("Deployment", []):
+        st = dep.get("status") or {}
+        say(f"Deployment {dep['metadata']['name']}: {int(st.get('readyReplicas') or 0)}/{(dep.get('spec') or {}).get('replicas', 1)} ready")
+    pods = by_kind.get("Pod", [])
+    if pods:
+        say("Pods:")
+        rows = [("NAME", "STATE", "RESTARTS", "AGE", "NODE")]
+        for p in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", "")):
+            rows.append((p["metadata"]["name"], diagnose.phase(p), str(diagnose.restarts(p)),
+                         _age(p["metadata"].get("creationTimestamp")), (p.get("spec") or {}).get("nodeName", "")))
+        widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+        for r in rows:
+            say("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        for p in pods:
+            for pr in diagnose.pod_problems(p, events, image=plan.image):
+                say(f"  {pr.pod}: {pr.summary}")
+                say(f"    next: {pr.hint}")
+    elif by_kind.get("Deployment"):
+        failures = diagnose.creation_failures(events, _replicaset_names(events, ctx.name))
+        if failures:
+            say(f"  no pods: {diagnose.quota_line(failures[-1]) or failures[-1]}")
+    jobs = by_kind.get("Job", [])
+    if jobs:
+        from .jobs import job_state
+
+        say(f"Jobs ({len(jobs)}; the 10 newest, all with {ctx.script('list-jobs.sh')}):")
+        for j in sorted(jobs, key=lambda j: j["metadata"]["name"])[-10:]:
+            say(f"  {j['metadata']['name']}  {job_state(j)}")
+    for r in by_kind.get("Route", []):
+        host = (r.get("spec") or {}).get("host")
+        if host:
+            say(f"URL: https://{host}{ctx.config.inference.endpoint}")
+    return 0

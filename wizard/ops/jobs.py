@@ -1,0 +1,542 @@
+"""submit (one job or a batch in one request), watch, jobs, logs, sweep and compare."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import itertools
+import json
+import random
+import re
+import secrets
+import shlex
+import string
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import ConfigError, OcError, UserError
+from ..loader import apply_sets, dump_config, read_yaml
+from ..render import CONFIG_FILE, SCHEMA_FILE, render_files
+from . import diagnose
+from .base import (ARGS_ANNOTATION, CONFIG_ANNOTATION, SETS_ANNOTATION, SUBMISSION_LABEL, SWEEP_LABEL, Ctx,
+                   poll_seconds, say, sleep, warn)
+
+ID_ALPHABET = string.ascii_lowercase + string.digits
+PARAMS_ANNOTATION = "mlshift.io/parameters"
+
+
+# --------------------------------------------------------------------------- names
+def new_id(now: dt.datetime | None = None, rng: random.Random | None = None) -> str:
+    """A submission id: UTC date and time (sortable) and 4 random characters, e.g. 250102-130405-k3x9."""
+    now = now or dt.datetime.now(dt.timezone.utc)
+    pick = rng.choice if rng else secrets.choice
+    return now.strftime("%y%m%d-%H%M%S") + "-" + "".join(pick(ID_ALPHABET) for _ in range(4))
+
+
+def new_ids(count: int) -> list[str]:
+    now = dt.datetime.now(dt.timezone.utc)
+    seen: set[str] = set()
+    out: list[str] = []
+    while len(out) < count:
+        i = new_id(now)
+        if i not in seen:
+            seen.add(i)
+            out.append(i)
+    return out
+
+
+# --------------------------------------------------------------------------- one submission
+@dataclass
+class Run:
+    """One job of a submission: --set overrides and (optionally) replacement arguments."""
+
+    sets: list[str] = field(default_factory=list)
+    args: list[str] | None = None
+    params: dict[str, Any] | None = None  # the sweep's values, shown by compare
+
+
+def base_data(ctx: Ctx) -> dict[str, Any]:
+    data = read_yaml(ctx.directory / CONFIG_FILE, label=f"{ctx.directory.name}/{CONFIG_FILE}")
+    app = data.get("application")
+    if isinstance(app, dict) and not app.get("name"):
+        app["name"] = ctx.directory.name
+    elif app is None:
+        data["application"] = {"name": ctx.directory.name}
+    return data
+
+
+class JobFactory:
+    """Renders the Job once per distinct set of overrides, in memory; config.yaml is only read.
+
+    Runs that differ only in their arguments (a sweep, seeds) share one rendering: their
+    command is made by the same Plan.command_for that the template uses.
+    """
+
+    def __init__(self, ctx: Ctx):
+        self.ctx = ctx
+        self.data = base_data(ctx)
+        self._cache: dict[tuple[str, ...], tuple[dict[str, Any], Any]] = {}
+
+    def template(self, sets: list[str]) -> tuple[dict[str, Any], Any]:
+        from ..deployment import build_config
+        from ..plan import Plan
+
+        key = tuple(sets)
+        if key in self._cache:
+            return self._cache[key]
+        config = build_config(apply_sets(self.data, sets), source="--set" if sets else CONFIG_FILE)
+        if config.name != self.ctx.name:
+            raise UserError("application.name cannot change for one submission", hint="edit config.yaml and re-deploy instead")
+        if config.application.execution.mode != "job":
+            raise UserError(f"{self.ctx.name} does not run as jobs (execution.mode: {config.application.execution.mode})",
+                            hint=f"use {self.ctx.script('deploy.sh')}, or set application.execution.mode: job in config.yaml")
+        files = render_files(config, self.ctx.directory.name)
+        job = yaml.safe_load(files["manifests/job.yaml"][0])
+        self._cache[key] = (job, Plan(config, self.ctx.directory.name))
+        return self._cache[key]
+
+    def job(self, run: Run, sub_id: str, sweep_id: str | None) -> dict[str, Any]:
+        from ..plan import Plan
+
+        template, plan = self.template(run.sets)
+        job = copy.deepcopy(template)
+        config = plan.config
+        if run.args is not None:
+            config = config.model_copy(deep=True)
+            config.application.execution.arguments = list(run.args)
+            plan = Plan(config, self.ctx.directory.name)
+            container = job["spec"]["template"]["spec"]["containers"][0]
+            container["command"] = plan.command_for(list(run.args))
+        argv = plan.user_argv
+        config_text = dump_config(config, schema_ref=SCHEMA_FILE)
+        name = f"{self.ctx.name}-{sub_id}"
+        extra = {SUBMISSION_LABEL: sub_id}
+        if sweep_id:
+            extra[SWEEP_LABEL] = sweep_id
+        meta = job["metadata"]
+        meta["name"] = name
+        meta.setdefault("labels", {}).update(extra)
+        notes = {ARGS_ANNOTATION: json.dumps(argv, ensure_ascii=False)}
+        if run.sets:
+            notes[SETS_ANNOTATION] = json.dumps(run.sets, ensure_ascii=False)
+        if run.params is not None:
+            notes[PARAMS_ANNOTATION] = json.dumps(run.params, ensure_ascii=False)
+        meta.setdefault("annotations", {}).update(notes)
+        pod = job["spec"]["template"]
+        pod.setdefault("metadata", {}).setdefault("labels", {}).update(extra)
+        # This run's config.yaml travels with its pods: the runtime and the application read it
+        # from /etc/mlshift/config.yaml, and it records exactly what the run was given.
+        pod["metadata"].setdefault("annotations", {})[CONFIG_ANNOTATION] = config_text
+        for vol in pod["spec"].get("volumes", []):
+            if vol.get("name") == "config":
+                vol.pop("configMap", None)
+                vol["downwardAPI"] = {"items": [{"path": "config.yaml",
+                                                  "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"}}]}
+        return job
+
+
+def check_deployed(ctx: Ctx) -> None:
+    """The shared objects exist (one request): otherwise the pods would wait forever."""
+    plan = ctx.plan
+    wanted = [f"persistentvolumeclaim/{plan.workspace_claim}"]
+    if plan.build:
+        wanted.append(f"imagestreamtag/{ctx.name}:latest")
+    ans = ctx.oc.call("get", [*wanted, "-o", "name", "--ignore-not-found"], what="check that the application is deployed")
+    if ctx.dry_run:
+        return
+    found = {line.strip().split("/", 1)[-1] for line in ans.out.splitlines() if line.strip()}
+    if plan.workspace_claim not in found:
+        raise UserError(f"{ctx.name} is not deployed in {ctx.where} (no volume {plan.workspace_claim})",
+                        hint=f"run {ctx.script('deploy.sh')} once first")
+    if plan.build and f"{ctx.name}:latest" not in found:
+        raise UserError(f"the image {ctx.name}:latest has not been built in {ctx.where}",
+                        hint=f"run {ctx.script('deploy.sh')} (it builds the image)")
+
+
+def submit_runs(ctx: Ctx, runs: list[Run], *, sweep_id: str | None = None) -> list[str]:
+    """Create one Job per run in a single `oc create` of a List; returns the job names.
+
+    The number of oc requests does not depend on len(runs): the session check, one lookup of
+    the shared objects, and one create.
+    """
+    if not runs:
+        raise UserError("nothing to submit")
+    factory = JobFactory(ctx)
+    ids = new_ids(len(runs))
+    jobs = [factory.job(run, i, sweep_id) for run, i in zip(runs, ids)]  # render before touching the cluster
+    ctx.check_session()
+    check_deployed(ctx)
+    body = {"apiVersion": "v1", "kind": "List", "items": jobs}
+    text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=2**31) if ctx.dry_run else json.dumps(body)
+    what = "create the job" if len(jobs) == 1 else f"create the {len(jobs)} jobs"
+    ctx.oc.call("create", ["-f", "-", "-o", "name"], stdin=text, what=what, timeout=300)
+    return [j["metadata"]["name"] for j in jobs]
+
+
+def read_batch(path: Path) -> list[Run]:
+    """A batch file: a YAML list; each item a list of key=value overrides, or {set: [...], args: [...]}."""
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror}") from None
+    except yaml.YAMLError:
+        raise UserError(f"{path}: not valid YAML") from None
+    if not isinstance(data, list) or not data:
+        raise UserError(f"{path}: expected a list of runs (each a list of key=value, or a mapping with set: and args:)")
+    runs = []
+    for n, item in enumerate(data, 1):
+        if isinstance(item, list) and all(isinstance(s, str) for s in item):
+            runs.append(Run(sets=list(item)))
+        elif isinstance(item, dict) and set(item) <= {"set", "args"}:
+            sets, args = item.get("set") or [], item.get("args")
+            if not isinstance(sets, list) or not all(isinstance(s, str) for s in sets):
+                raise UserError(f"{path}: run {n}: set: must be a list of key=value")
+            if args is not None and (not isinstance(args, list) or not all(isinstance(a, (str, int, float)) for a in args)):
+                raise UserError(f"{path}: run {n}: args: must be a list of words")
+            runs.append(Run(sets=list(sets), args=None if args is None else [str(a) for a in args]))
+        else:
+            raise UserError(f"{path}: run {n}: expected a list of key=value, or a mapping with set: and args:")
+    return runs
+
+
+def submit(ctx: Ctx, args) -> int:
+    sets = list(args.set or [])
+    extra = list(args.arguments or [])
+    replace = extra if (extra or args.no_arguments) else None
+    if args.batch:
+        runs = [Run(sets=sets + r.sets, args=r.args if r.args is not None else replace) for r in read_batch(args.batch)]
+    else:
+        runs = [Run(sets=sets, args=replace)]
+    runs = [r for r in runs for _ in range(args.repeat)]
+    names = submit_runs(ctx, runs)
+    if ctx.dry_run:
+        return 0
+    if len(names) == 1:
+        sub = names[0][len(ctx.name) + 1:]
+        say(f"Submitted {names[0]}")
+        say(f"  follow it:  {ctx.script('watch-job.sh')} {sub}")
+        say(f"  its logs:   {ctx.script('logs.sh')} {sub} -f")
+    else:
+        say(f"Submitted {len(names)} jobs:")
+        for n in names:
+            say(f"  {n}")
+        say(f"  list them:  {ctx.script('list-jobs.sh')}")
+    return 0
+
+
+# --------------------------------------------------------------------------- job state
+def condition(job: dict[str, Any], kind: str) -> dict[str, Any] | None:
+    for c in (job.get("status") or {}).get("conditions") or []:
+        if c.get("type") == kind and c.get("status") == "True":
+            return c
+    return None
+
+
+def job_state(job: dict[str, Any]) -> str:
+    if condition(job, "Complete") or condition(job, "SuccessCriteriaMet"):
+        return "Succeeded"
+    failed = condition(job, "Failed") or condition(job, "FailureTarget")
+    if failed:
+        return "Failed" + (f" ({failed.get('reason')})" if failed.get("reason") else "")
+    if condition(job, "Suspended"):
+        return "Suspended"
+    st = job.get("status") or {}
+    if st.get("active"):
+        return "Running" if st.get("ready") or st.get("startTime") else "Pending"
+    return "Pending"
+
+
+def job_name(ctx: Ctx, ident: str | None) -> str:
+    """A job's full name from what the user typed: the name, the submission id, or nothing (newest)."""
+    if ident and ident not in ("latest", "last"):
+        return ident if ident.startswith(ctx.name + "-") else f"{ctx.name}-{ident}"
+    if ctx.dry_run:
+        ctx.oc.call("get", ["jobs", "-l", ctx.selector("job"), "-o", "json"])
+        return f"{ctx.name}-<newest>"
+    jobs = ctx.oc.get_json(["jobs", "-l", ctx.selector("job")], what="list the jobs").get("items", [])
+    if not jobs:
+        raise UserError(f"no jobs of {ctx.name} in {ctx.where}", hint=f"submit one with {ctx.script('submit-job.sh')}")
+    return sorted(j["metadata"]["name"] for j in jobs)[-1]
+
+
+def get_job(ctx: Ctx, name: str) -> dict[str, Any]:
+    try:
+        return ctx.oc.get_json(["job", name], what=f"read job {name}")
+    except OcError as exc:
+        if "notfound" in exc.failure.stderr.lower().replace(" ", ""):
+            raise UserError(f"no job {name} in {ctx.where}",
+                            hint=f"list them with {ctx.script('list-jobs.sh')} (finished jobs expire after 7 days)") from None
+        raise
+
+
+def job_logs_args(ctx: Ctx, name: str, follow: bool) -> list[str]:
+    if ctx.plan.multi_node:
+        n = ctx.config.deployment.num_nodes or 2
+        args = ["-l", f"job-name={name}", "--prefix", f"--max-log-requests={n + 1}", "--tail=-1"]
+    else:
+        args = [f"job/{name}"]
+    args += ["-c", ctx.plan.container_name]
+    return args + (["-f"] if follow else [])
+
+
+def watch(ctx: Ctx, args) -> int:
+    ctx.check_session()
+    name = job_name(ctx, args.job)
+    if ctx.dry_run:
+        ctx.oc.note("poll the job and its pods until a pod runs:")
+        ctx.oc.call("get", ["job", name, "-o", "json"])
+        ctx.oc.call("get", ["pods", "-l", f"job-name={name}", "-o", "json"])
+        ctx.oc.call("get", ["events", "-o", "json"])
+        if not args.no_logs:
+            ctx.oc.stream("logs", job_logs_args(ctx, name, True))
+        ctx.oc.note("then poll the job until it completes or fails:")
+        ctx.oc.call("get", ["job", name, "-o", "json"])
+        return 0
+    say(f"Watching {name} (Ctrl-C stops watching; the job goes on)")
+    start = time.monotonic()
+    last = ""
+    deadline = args.timeout
+    # 1. until a pod runs (or the job has already ended)
+    while True:
+        job = get_job(ctx, name)
+        state = job_state(job)
+        if state.startswith(("Succeeded", "Failed")):
+            break
+        pods = ctx.pods(f"job-name={name}")
+        if any((p.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods):
+            break
+        events = ctx.events()
+        detail = "waiting for a pod"
+        if not pods:
+            failures = diagnose.creation_failures(events, [name])
+            if failures:
+                q = diagnose.quota_line(failures[-1])
+                raise UserError(q or f"the job's pods cannot be created: {failures[-1]}",
+                                hint=f"free the quota or ask for less; delete this job with: oc delete job {name}")
+        for p in pods:
+            for pr in diagnose.pod_problems(p, events, image=ctx.plan.image):
+                if pr.fatal:
+                    raise UserError(f"{pr.pod}: {pr.summary}", hint=f"{pr.hint}; delete this job with: oc delete job {name}")
+                detail = pr.summary
+                break
+            else:
+                detail = f"{p['metadata']['name']} {diagnose.phase(p)}"
+        if detail != last:
+            say(f"[{int(time.monotonic() - start):>4}s] {detail}")
+            last = detail
+        if deadline and time.monotonic() - start > deadline:
+            raise UserError(f"{name} has not started after {deadline}s: {detail}", hint="it keeps waiting on the cluster; watch again later")
+        sleep(poll_seconds())
+    # 2. its logs, to the end
+    if not args.no_logs:
+        ctx.oc.stream("logs", job_logs_args(ctx, name, True), check=False)
+    # 3. its outcome
+    while True:
+        job = get_job(ctx, name)
+        state = job_state(job)
+        if state.startswith(("Succeeded", "Failed")):
+            break
+        if deadline and time.monotonic() - start > deadline:
+            raise UserError(f"{name} is still running after {deadline}s", hint="watch again later; the job goes on")
+        sleep(poll_seconds())
+    took = _duration(job)
+    if state == "Succeeded":
+        say(f"{name} succeeded{took}.")
+        return 0
+    failed = condition(job, "Failed") or condition(job, "FailureTarget") or {}
+    why = failed.get("message") or failed.get("reason") or "see its logs"
+    warn(f"error: {name} failed{took}: {why} (logs: {ctx.script('logs.sh')} {name[len(ctx.name) + 1:]})")
+    return 1
+
+
+def _duration(job: dict[str, Any]) -> str:
+    st = job.get("status") or {}
+    a, b = st.get("startTime"), st.get("completionTime")
+    if not a:
+        return ""
+    try:
+        t0 = dt.datetime.fromisoformat(a.replace("Z", "+00:00"))
+        t1 = dt.datetime.fromisoformat(b.replace("Z", "+00:00")) if b else dt.datetime.now(dt.timezone.utc)
+    except ValueError:
+        return ""
+    secs = int((t1 - t0).total_seconds())
+    return f" after {secs // 3600}h{secs % 3600 // 60:02d}m" if secs >= 3600 else f" after {secs // 60}m{secs % 60:02d}s"
+
+
+# --------------------------------------------------------------------------- jobs, logs
+def list_jobs(ctx: Ctx, sweep: str | None = None) -> list[dict[str, Any]]:
+    sel = ctx.selector("job") + (f",{SWEEP_LABEL}={sweep}" if sweep else "")
+    return sorted(ctx.oc.get_json(["jobs", "-l", sel], what="list the jobs").get("items", []),
+                  key=lambda j: j["metadata"]["name"])
+
+
+def jobs(ctx: Ctx, args) -> int:
+    ctx.check_session()
+    items = list_jobs(ctx, args.sweep)
+    if ctx.dry_run:
+        return 0
+    if not items:
+        say(f"No jobs of {ctx.name} in {ctx.where}" + (f" in sweep {args.sweep}" if args.sweep else "") + ".")
+        return 0
+    rows = [("NAME", "STATE", "DURATION", "SWEEP", "ARGUMENTS")]
+    for j in items:
+        meta = j["metadata"]
+        try:
+            argv = json.loads((meta.get("annotations") or {}).get(ARGS_ANNOTATION, "[]"))
+        except ValueError:
+            argv = []
+        shown = shlex.join(argv).replace("\n", "\\n")
+        rows.append((meta["name"], job_state(j), _duration(j).replace(" after ", ""),
+                     (meta.get("labels") or {}).get(SWEEP_LABEL, ""), shown[:60] + ("..." if len(shown) > 60 else "")))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    return 0
+
+
+def logs(ctx: Ctx, args) -> int:
+    ctx.check_session()
+    opts = []
+    if args.tail is not None:
+        opts.append(f"--tail={args.tail}")
+    if args.since:
+        opts.append(f"--since={args.since}")
+    if args.previous:
+        opts.append("--previous")
+    if ctx.plan.is_job:
+        name = job_name(ctx, args.job)
+        return ctx.oc.stream("logs", job_logs_args(ctx, name, args.follow) + opts, what=f"read the logs of {name}")
+    if args.job:
+        raise UserError(f"{ctx.name} does not run jobs; logs takes no job name here")
+    if ctx.dry_run:
+        ctx.oc.call("get", ["pods", "-l", ctx.selector(), "-o", "json"])
+        pod = "<newest pod>"
+    else:
+        pods = [p for p in ctx.pods() if not p["metadata"].get("deletionTimestamp")]
+        if not pods:
+            raise UserError(f"no pod of {ctx.name} in {ctx.where}", hint=f"deploy it with {ctx.script('deploy.sh')}")
+        ready = [p for p in pods if diagnose.is_ready(p)] or pods
+        pod = sorted(ready, key=lambda p: p["metadata"].get("creationTimestamp", ""))[-1]["metadata"]["name"]
+    return ctx.oc.stream("logs", [f"pod/{pod}", "-c", ctx.plan.container_name, *(["-f"] if args.follow else []), *opts],
+                         what="read the logs")
+
+
+# --------------------------------------------------------------------------- sweep, compare
+def _word(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def sweep_runs(ctx: Ctx, max_runs: int | None, seed: int | None) -> list[Run]:
+    sweep = ctx.config.experiment.sweep
+    if sweep is None or not sweep.parameters:
+        raise UserError("config.yaml has no experiment.sweep.parameters",
+                        hint="add e.g. experiment: {sweep: {parameters: {lr: [0.001, 0.01]}}} and re-run")
+    if sweep.method == "bayes":
+        raise UserError("bayes sweeps need a search agent (a W&B sweep), which is not available here yet",
+                        hint="use experiment.sweep.method: grid or random")
+    names = list(sweep.parameters)
+    grid = [dict(zip(names, combo)) for combo in itertools.product(*(sweep.parameters[n] for n in names))]
+    limit = max_runs or sweep.max_runs
+    if sweep.method == "random":
+        rng = random.Random(seed)
+        grid = [dict((n, rng.choice(sweep.parameters[n])) for n in names) for _ in range(limit or len(grid))]
+    elif limit:
+        grid = grid[:limit]
+    base = ctx.plan.user_argv
+    runs = []
+    for params in grid:
+        words = list(base)
+        for n, v in params.items():
+            for part in sweep.flag_format.split():
+                words.append(part.replace("{name}", n).replace("{value}", _word(v)))
+        runs.append(Run(args=words, params=params))
+    return runs
+
+
+def sweep(ctx: Ctx, args) -> int:
+    runs = sweep_runs(ctx, args.max_runs, args.seed)
+    for r in runs:
+        r.sets = list(args.set or [])
+    sweep_id = new_id()
+    names = submit_runs(ctx, runs, sweep_id=sweep_id)
+    if ctx.dry_run:
+        return 0
+    say(f"Sweep {sweep_id}: submitted {len(names)} jobs")
+    for n, r in zip(names, runs):
+        say(f"  {n}  " + " ".join(f"{k}={_word(v)}" for k, v in (r.params or {}).items()))
+    par = ctx.config.experiment.parallelism
+    if par < len(names):
+        say(f"note: all {len(names)} are submitted at once; the project's quota decides how many run together "
+            f"(experiment.parallelism {par} is not enforced yet)")
+    say(f"  list them:  {ctx.script('list-jobs.sh')} --sweep {sweep_id}")
+    say(f"  compare:    {ctx.script('compare-experiments.sh')} --sweep {sweep_id}")
+    return 0
+
+
+def metric_value(text: str, metric: str) -> float | None:
+    pat = re.compile(r"(?<![\w.])" + re.escape(metric) + r"\s*[:=]\s*([-+]?\d+(?:\.\d*)?(?:[eE][-+]?\d+)?)")
+    found = pat.findall(text)
+    if not found:
+        return None
+    try:
+        return float(found[-1])
+    except ValueError:
+        return None
+
+
+def compare(ctx: Ctx, args) -> int:
+    ctx.check_session()
+    sweep_id = args.sweep
+    items = list_jobs(ctx, sweep_id)
+    if ctx.dry_run:
+        ctx.oc.note("then, for each job: its last log lines, for the metrics")
+        ctx.oc.call("logs", ["job/<each job>", "-c", ctx.plan.container_name, "--tail=500"])
+        return 0
+    if not sweep_id:
+        sweeps = sorted({(j["metadata"].get("labels") or {}).get(SWEEP_LABEL) for j in items} - {None})
+        if sweeps:
+            sweep_id = sweeps[-1]
+            items = [j for j in items if (j["metadata"].get("labels") or {}).get(SWEEP_LABEL) == sweep_id]
+    if not items:
+        say(f"No jobs of {ctx.name} to compare.")
+        return 0
+    cfg = ctx.config
+    metrics = list(args.metric or []) or list(dict.fromkeys(
+        ([cfg.experiment.sweep.metric] if cfg.experiment.sweep and cfg.experiment.sweep.metric else []) + list(cfg.monitoring.metrics)))
+    params: list[str] = []
+    rows_data = []
+    for j in items:
+        meta = j["metadata"]
+        try:
+            p = json.loads((meta.get("annotations") or {}).get(PARAMS_ANNOTATION, "{}"))
+        except ValueError:
+            p = {}
+        params += [k for k in p if k not in params]
+        values: dict[str, float | None] = {}
+        if metrics:
+            ans = ctx.oc.call("logs", [f"job/{meta['name']}", "-c", ctx.plan.container_name, "--tail=500"], check=False)
+            for m in metrics:
+                values[m] = metric_value(ans.out, m) if ans.ok else None
+        rows_data.append((meta["name"], job_state(j), p, values))
+    if metrics and cfg.experiment.sweep and cfg.experiment.sweep.metric in metrics:
+        key = cfg.experiment.sweep.metric
+        sign = -1 if cfg.experiment.sweep.goal == "maximize" else 1
+        rows_data.sort(key=lambda r: (r[3].get(key) is None, sign * (r[3].get(key) or 0.0)))
+    say(f"Sweep {sweep_id}:" if sweep_id else f"Jobs of {ctx.name}:")
+    rows = [("NAME", "STATE", *params, *metrics)]
+    for name, state, p, values in rows_data:
+        rows.append((name, state, *(_word(p.get(k, "")) for k in params),
+                     *("" if values.get(m) is None else f"{values[m]:g}" for m in metrics)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
+    for r in rows:
+        say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+    if not metrics:
+        say("(set experiment.sweep.metric or monitoring.metrics, or pass --metric NAME, to read metrics from the logs)")
+    return 0

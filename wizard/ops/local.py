@@ -1,0 +1,65 @@
+"""run-local: the same application or server on this machine, with the deployment's config."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+from ..errors import UserError
+from ..paths import TOOL_ROOT
+from .base import Ctx, say
+
+
+def local_argv(ctx: Ctx, args) -> tuple[list[str], Path]:
+    """(the command, its working directory) for running the application here."""
+    app, plan = ctx.config.application, ctx.plan
+    config_path = str(ctx.directory / "config.yaml")
+    extra = list(args.arguments or [])
+    user_args = extra if extra else plan.user_argv
+    workspace = ctx.directory / "workspace"
+    if not app.enabled:
+        raise UserError("application.enabled is false: there is nothing to run")
+    if app.type == "model_server":
+        cmd = [sys.executable, "-m", "runtime", "serve", "--config", config_path, "--host", args.host]
+        if args.port:
+            cmd += ["--port", str(args.port)]
+        return cmd + user_args, ctx.directory
+    if app.type == "batch_inference":
+        return [sys.executable, "-m", "runtime", "batch", "--config", config_path, *user_args], ctx.directory
+    if app.type == "custom_command":
+        return shlex.split(app.source.command or "") + user_args, workspace
+    entry = app.source.path if app.type == "single_file" else f"{app.source.path.rstrip('/')}/{app.source.entry_point}"
+    if app.type == "single_file":
+        entry = Path(app.source.path or "main.py").name
+    local_entry = workspace / entry
+    if not local_entry.is_file() and not args.dry_run:
+        raise UserError(f"workspace/{entry} does not exist", hint="put your code in the deployment's workspace/ folder")
+    python = args.python or "python3"
+    if plan.launcher == "torchrun":
+        return ["torchrun", "--nproc-per-node", str(max(1, plan.gpus)), str(local_entry), *user_args], workspace
+    return [python, str(local_entry), *user_args], workspace
+
+
+def run_local(ctx: Ctx, args) -> int:
+    cmd, cwd = local_argv(ctx, args)
+    env = dict(os.environ)
+    env.update({"MLSHIFT_APP": ctx.name, "MLSHIFT_CONFIG": str(ctx.directory / "config.yaml"), "PYTHONUNBUFFERED": "1"})
+    if ctx.config.inference.enabled:
+        env.setdefault("PORT", str(args.port or ctx.config.inference.port))
+    if cmd[0] == sys.executable:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TOOL_ROOT), env.get("PYTHONPATH")]))
+    if args.dry_run:
+        print(f"cd {shlex.quote(str(cwd))} && " + shlex.join(cmd))
+        return 0
+    if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
+        raise UserError(f"{cmd[0]} is not installed on this machine")
+    cwd.mkdir(parents=True, exist_ok=True)
+    say("Running here: " + shlex.join(cmd))
+    try:
+        return subprocess.run(cmd, cwd=cwd, env=env).returncode
+    except KeyboardInterrupt:
+        return 130
