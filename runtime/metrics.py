@@ -35,6 +35,10 @@ class Metrics:
         )
         self.max_batch_size = Gauge("mlshift_max_batch_size", "Most sequences in one batch (configured or probed).", registry=r)
         self.oom_splits = Counter("mlshift_oom_splits", "Batches split in halves after running out of device memory.", registry=r)
+        self.cancelled = Counter(
+            "mlshift_cancelled_requests", "Requests dropped from the queue or the batch because the client went away.", registry=r
+        )
+        self.timed_out = Counter("mlshift_timed_out_requests", "Requests that ran past the request timeout.", registry=r)
         self.rejected = Counter("mlshift_rejected_requests", "Requests refused because the queue was full.", registry=r)
         self.ready = Gauge("mlshift_model_ready", "1 once the model is loaded.", registry=r)
 

@@ -1,0 +1,262 @@
+"""Dynamic batching: a bounded queue in front of one worker thread that owns the device.
+
+The worker waits for the first request, then up to ``max_wait`` for the batch to fill to
+``max_batch_size`` (TorchServe / Ray Serve semantics), and starts decoding. While a batch runs,
+requests that arrive join it between two steps and finished, cancelled or timed-out ones leave
+it, so a batch never waits for its slowest member (iteration-level scheduling). Beyond
+``max_queue`` waiting requests, :meth:`Scheduler.submit` raises :class:`QueueFull` (HTTP 429).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from runtime.engine_base import Engine, Sequence
+from runtime.errors import QueueFull, RequestError, RequestTimeout
+from runtime.metrics import Metrics
+
+log = logging.getLogger("runtime.batching")
+
+
+@dataclass
+class Event:
+    kind: str  # "token", "done", "embedding", "error"
+    value: Any = None
+
+
+@dataclass(eq=False)
+class Ticket:
+    """One request's place in the scheduler. ``notify`` is called from the worker thread."""
+
+    notify: Callable[[Event], None]
+    timeout: float
+    seq: Sequence | None = None  # generation
+    inputs: list[list[int]] | None = None  # embeddings
+    stream_tokens: bool = False
+    arrival: float = field(default_factory=time.monotonic)
+    first_token_at: float | None = None
+    cancelled: bool = False
+    stopped_early: bool = False  # ended by a stop string, not by the client
+
+    @property
+    def deadline(self) -> float:
+        return self.arrival + self.timeout
+
+    @property
+    def size(self) -> int:
+        return len(self.inputs) if self.inputs is not None else 1
+
+
+class Scheduler:
+    def __init__(self, engine: Engine, *, max_batch_size: int, max_queue: int, max_wait_s: float, metrics: Metrics):
+        self.engine = engine
+        self.max_batch_size = max_batch_size
+        self.max_queue = max_queue
+        self.max_wait_s = max_wait_s
+        self.metrics = metrics
+        self._waiting: deque[Ticket] = deque()
+        self._cond = threading.Condition()
+        self._stopping = False
+        self._thread: threading.Thread | None = None
+        self._avg_request_s = 1.0
+
+    # ---------------------------------------------------------------- caller side
+    def start(self) -> None:
+        target = self._run_generate if self.engine.task == "generate" else self._run_embed
+        self._thread = threading.Thread(target=self._guard(target), name="device-worker", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopping = True
+            self._cond.notify_all()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        for ticket in self._drain():
+            ticket.notify(Event("error", RequestError("The server is shutting down.", status=503, type="service_unavailable")))
+
+    def submit(self, ticket: Ticket) -> None:
+        with self._cond:
+            if self._stopping:
+                raise RequestError("The server is shutting down.", status=503, type="service_unavailable")
+            if len(self._waiting) >= self.max_queue:
+                self.metrics.rejected.inc()
+                raise QueueFull(self.retry_after())
+            self._waiting.append(ticket)
+            self.metrics.queue_depth.set(len(self._waiting))
+            self._cond.notify()
+
+    def cancel(self, ticket: Ticket, *, stop_string: bool = False) -> None:
+        """The client went away (or a stop string ended the text): free its place at the next step."""
+        ticket.stopped_early = ticket.stopped_early or stop_string
+        ticket.cancelled = True
+        with self._cond:
+            self._cond.notify()
+
+    def retry_after(self) -> int:
+        """Seconds until the queue has probably drained by one batch."""
+        return max(1, math.ceil(self._avg_request_s))
+
+    # ---------------------------------------------------------------- worker side
+    def _guard(self, target: Callable[[], None]) -> Callable[[], None]:
+        def run() -> None:
+            try:
+                target()
+            except Exception:  # pragma: no cover - a bug; keep the reason in the log
+                log.exception("the device worker stopped")
+        return run
+
+    def _drain(self) -> list[Ticket]:
+        with self._cond:
+            out = list(self._waiting)
+            self._waiting.clear()
+            self.metrics.queue_depth.set(0)
+        return out
+
+    def _wait_for_work(self, busy: bool) -> bool:
+        """Under the lock: block until there is something to do; False when stopping."""
+        while not self._stopping and not self._waiting and not busy:
+            self._cond.wait()
+        if self._stopping:
+            return False
+        if not busy and self._waiting:
+            fill_by = self._waiting[0].arrival + self.max_wait_s
+            while not self._stopping and sum(t.size for t in self._waiting) < self.max_batch_size:
+                remaining = fill_by - time.monotonic()
+                if remaining <= 0:
+                    break
+                self._cond.wait(remaining)
+        return not self._stopping
+
+    def _take(self, room: int) -> list[Ticket]:
+        """Under the lock: up to ``room`` live waiting requests (the rest stay queued)."""
+        taken: list[Ticket] = []
+        now = time.monotonic()
+        used = 0
+        while self._waiting:
+            ticket = self._waiting[0]
+            if ticket.cancelled:
+                self._waiting.popleft()
+                self.metrics.cancelled.inc()
+                continue
+            if now > ticket.deadline:
+                self._waiting.popleft()
+                self.metrics.timed_out.inc()
+                ticket.notify(Event("error", RequestTimeout(ticket.timeout)))
+                continue
+            if taken and used + ticket.size > room:
+                break
+            if not taken and used + ticket.size > room and room < self.max_batch_size:
+                break
+            taken.append(self._waiting.popleft())
+            used += ticket.size
+            if used >= room:
+                break
+        self.metrics.queue_depth.set(len(self._waiting))
+        return taken
+
+    def _run_generate(self) -> None:
+        engine = self.engine
+        batch = engine.new_batch()
+        while True:
+            with self._cond:
+                if not self._wait_for_work(busy=bool(batch.seqs)):
+                    break
+                new = self._take(self.max_batch_size - len(batch.seqs))
+            stepped = new if new else [s.tag for s in batch.seqs]
+            if not stepped:
+                continue
+            try:
+                if new:
+                    tokens = batch.add([t.seq for t in new])
+                else:
+                    tokens = batch.step()
+            except Exception as exc:  # noqa: BLE001 - the requests get the error, the server lives on
+                failed = {id(t) for t in stepped} | {id(s.tag) for s in batch.seqs}
+                everyone = {id(t): t for t in stepped} | {id(s.tag): s.tag for s in batch.seqs}
+                log.exception("a batch of %d failed", len(failed))
+                for ticket in everyone.values():
+                    ticket.notify(Event("error", _device_error(exc)))
+                batch = engine.new_batch()
+                continue
+            self.metrics.batch_size.observe(len(stepped))
+            self.metrics.running.set(len(batch.seqs))
+            if engine.oom_splits:
+                self.metrics.oom_splits.inc(engine.oom_splits)
+                engine.oom_splits = 0
+            now = time.monotonic()
+            leaving: list[Sequence] = []
+            for ticket, token in zip(stepped, tokens):
+                seq = ticket.seq
+                assert seq is not None
+                if ticket.first_token_at is None:
+                    ticket.first_token_at = now
+                reason = seq.append(token, engine.eos_token_ids, engine.max_model_len)
+                if ticket.stream_tokens and not ticket.cancelled:
+                    ticket.notify(Event("token", token))
+                if reason:
+                    leaving.append(seq)
+                    ticket.notify(Event("done", reason))
+                    self._avg_request_s = 0.9 * self._avg_request_s + 0.1 * (now - ticket.arrival)
+            for seq in batch.seqs:
+                ticket = seq.tag
+                if seq.finished:
+                    continue
+                if ticket.cancelled:
+                    leaving.append(seq)
+                    if not ticket.stopped_early:
+                        self.metrics.cancelled.inc()
+                elif now > ticket.deadline:
+                    leaving.append(seq)
+                    self.metrics.timed_out.inc()
+                    ticket.notify(Event("error", RequestTimeout(ticket.timeout)))
+            if leaving:
+                batch.remove(leaving)
+                self.metrics.running.set(len(batch.seqs))
+        for seq in batch.seqs:
+            seq.tag.notify(Event("error", RequestError("The server is shutting down.", status=503, type="service_unavailable")))
+
+    def _run_embed(self) -> None:
+        engine = self.engine
+        while True:
+            with self._cond:
+                if not self._wait_for_work(busy=False):
+                    break
+                tickets = self._take(self.max_batch_size)
+            if not tickets:
+                continue
+            inputs = [ids for t in tickets for ids in (t.inputs or [])]
+            try:
+                vectors = engine.embed(inputs)
+            except Exception as exc:  # noqa: BLE001
+                log.exception("an embedding batch of %d failed", len(inputs))
+                for t in tickets:
+                    t.notify(Event("error", _device_error(exc)))
+                continue
+            self.metrics.batch_size.observe(len(inputs))
+            if engine.oom_splits:
+                self.metrics.oom_splits.inc(engine.oom_splits)
+                engine.oom_splits = 0
+            start = 0
+            now = time.monotonic()
+            for t in tickets:
+                t.first_token_at = now
+                t.notify(Event("embedding", vectors[start : start + t.size]))
+                start += t.size
+
+
+def _device_error(exc: Exception) -> RequestError:
+    from_oom = "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
+    if from_oom:
+        return RequestError(
+            "The device ran out of memory for this request alone; send a shorter prompt or fewer tokens.",
+            status=503, type="service_unavailable", code="out_of_memory",
+        )
+    return RequestError("The model failed on this batch.", status=500, type="server_error", code="engine_error")

@@ -1,0 +1,133 @@
+"""The vLLM path: hand the GPU to vLLM's own OpenAI server (or its offline ``LLM`` for batch
+jobs) with arguments mapped from the deployment's settings. Nothing of vLLM is rewritten here.
+
+The mappings are pure functions so they can be tested without vLLM installed.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from collections.abc import Mapping
+from typing import Any, NoReturn
+
+from runtime.errors import UsageError
+from runtime.settings import ServeSettings
+
+INSTALL_HINT = "vLLM is not installed; install it with: pip install 'mlshift[vllm]' (or use --engine transformers)"
+SERVER_MODULE = "vllm.entrypoints.openai.api_server"
+
+
+def require_vllm() -> None:
+    if importlib.util.find_spec("vllm") is None:
+        raise UsageError(INSTALL_HINT)
+
+
+def server_args(s: ServeSettings) -> list[str]:
+    """vLLM server arguments for ``s``; options left at None keep vLLM's defaults.
+
+    The API key is never among them (it would show in ``ps``); see :func:`server_env`.
+    """
+    if not s.model:
+        raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
+    args = ["--model", s.model, "--host", s.host, "--port", str(s.port)]
+    if s.served_model_name:
+        args += ["--served-model-name", s.served_model_name]
+    if s.tensor_parallel_size is not None:
+        args += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
+    if s.max_model_len is not None:
+        args += ["--max-model-len", str(s.max_model_len)]
+    if s.dtype != "auto":
+        args += ["--dtype", s.dtype]
+    if s.quantization:
+        args += ["--quantization", s.quantization]
+    args += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
+    if s.max_batch_size is not None:
+        args += ["--max-num-seqs", str(s.max_batch_size)]
+    if s.enable_prefix_caching is True:
+        args.append("--enable-prefix-caching")
+    elif s.enable_prefix_caching is False:
+        args.append("--no-enable-prefix-caching")
+    if s.trust_remote_code:
+        args.append("--trust-remote-code")
+    args += list(s.extra_args)
+    return args
+
+
+def server_command(s: ServeSettings, python: str = sys.executable) -> list[str]:
+    return [python, "-m", SERVER_MODULE, *server_args(s)]
+
+
+def server_env(s: ServeSettings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The environment for vLLM's server: the API key travels as ``VLLM_API_KEY``."""
+    env = dict(environ)
+    if s.api_key:
+        env["VLLM_API_KEY"] = s.api_key
+    return env
+
+
+def exec_server(s: ServeSettings) -> NoReturn:
+    """Replace this process with vLLM's server (signals and exit code are then vLLM's)."""
+    require_vllm()
+    command = server_command(s)
+    os.execvpe(command[0], command, server_env(s, os.environ))
+
+
+def llm_kwargs(s: ServeSettings) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.LLM`` for batch jobs (same mapping as the server)."""
+    if not s.model:
+        raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
+    kwargs: dict[str, Any] = {
+        "model": s.model,
+        "dtype": s.dtype,
+        "gpu_memory_utilization": s.gpu_memory_utilization,
+        "trust_remote_code": s.trust_remote_code,
+    }
+    optional = {
+        "tensor_parallel_size": s.tensor_parallel_size,
+        "max_model_len": s.max_model_len,
+        "quantization": s.quantization,
+        "max_num_seqs": s.max_batch_size,
+        "enable_prefix_caching": s.enable_prefix_caching,
+    }
+    kwargs.update({k: v for k, v in optional.items() if v is not None})
+    return kwargs
+
+
+def sampling_kwargs(max_tokens: int, temperature: float, seed: int | None = None) -> dict[str, Any]:
+    """Keyword arguments of ``vllm.SamplingParams`` for one batch job."""
+    kwargs: dict[str, Any] = {"max_tokens": max_tokens, "temperature": temperature}
+    if seed is not None:
+        kwargs["seed"] = seed
+    return kwargs
+
+
+class VllmOffline:
+    """Batch generation through ``vllm.LLM`` (prompts in, texts and token counts out)."""
+
+    def __init__(self, s: ServeSettings):
+        require_vllm()
+        from vllm import LLM  # type: ignore[import-not-found]
+
+        self.llm = LLM(**llm_kwargs(s))
+
+    def generate(self, prompts: list[dict[str, Any]], max_tokens: int, temperature: float) -> list[tuple[str, int, int, str | None]]:
+        """(text, prompt tokens, completion tokens, finish reason) per prompt, in order."""
+        from vllm import SamplingParams  # type: ignore[import-not-found]
+
+        params = SamplingParams(**sampling_kwargs(max_tokens, temperature))
+        chats = [p for p in prompts if "messages" in p]
+        if chats and len(chats) != len(prompts):
+            raise UsageError("a vLLM batch takes either prompts or chat messages in one run, not both")
+        if chats:
+            outputs = self.llm.chat([p["messages"] for p in prompts], params, use_tqdm=False)
+        else:
+            outputs = self.llm.generate([p["prompt"] for p in prompts], params, use_tqdm=False)
+        results = []
+        for out in outputs:
+            completion = out.outputs[0]
+            results.append((completion.text, len(out.prompt_token_ids or []), len(completion.token_ids), completion.finish_reason))
+        return results
+
+

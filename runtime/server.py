@@ -1,0 +1,351 @@
+"""The HTTP face of the transformers engine: an app factory and a lifespan that loads the model
+in the background (``/health`` answers at once, readiness once the model is loaded) and releases
+it at shutdown. Routes only translate between HTTP and :class:`runtime.service.Service`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hmac
+import json
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from runtime import __version__
+from runtime import protocol as p
+from runtime.engine_base import Engine
+from runtime.errors import NotReady, RequestError
+from runtime.metrics import Metrics
+from runtime.settings import ServeSettings
+
+log = logging.getLogger("runtime.server")
+
+EngineFactory = Callable[[ServeSettings], Engine]
+
+
+class State:
+    """What the routes share: settings, metrics, and (once loaded) engine, scheduler, service."""
+
+    def __init__(self, settings: ServeSettings, metrics: Metrics):
+        self.settings = settings
+        self.metrics = metrics
+        self.engine: Engine | None = None
+        self.scheduler: Any = None
+        self.service: Any = None
+        self.load_error: str | None = None
+        self.created = int(time.time())
+
+    @property
+    def ready(self) -> bool:
+        return self.service is not None
+
+
+def _default_engine(settings: ServeSettings) -> Engine:
+    from runtime.engine_transformers import TransformersEngine
+
+    return TransformersEngine(settings)
+
+
+def create_app(
+    settings: ServeSettings,
+    *,
+    engine_factory: EngineFactory = _default_engine,
+    on_load_error: Callable[[str], None] | None = None,
+) -> FastAPI:
+    """The server for ``settings``; the model loads when the app starts (lifespan)."""
+    metrics = Metrics()
+    state = State(settings, metrics)
+
+    def load() -> None:
+        from runtime.batching import Scheduler
+        from runtime.service import Service
+
+        engine = engine_factory(settings)
+        engine.load()
+        state.engine = engine
+        scheduler = Scheduler(
+            engine, max_batch_size=engine.max_batch_size, max_queue=settings.max_queue,
+            max_wait_s=settings.max_wait_ms / 1000.0, metrics=metrics,
+        )
+        scheduler.start()
+        state.scheduler = scheduler
+        metrics.max_batch_size.set(engine.max_batch_size)
+        state.service = Service(engine, scheduler, metrics, model_name=settings.model_name, request_timeout=settings.request_timeout)
+        metrics.ready.set(1)
+
+    async def load_in_background() -> None:
+        try:
+            await asyncio.to_thread(load)
+        except Exception as exc:  # noqa: BLE001 - reported in one line; the process then stops
+            state.load_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log.error("cannot load the model: %s", state.load_error)
+            if on_load_error:
+                on_load_error(state.load_error)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        task = asyncio.create_task(load_in_background())
+        try:
+            yield
+        finally:
+            if not task.done():
+                # Loading cannot be interrupted; wait for it so that the model is released.
+                with contextlib.suppress(Exception):
+                    await task
+            if state.scheduler is not None:
+                await asyncio.to_thread(state.scheduler.stop)
+            if state.engine is not None:
+                await asyncio.to_thread(state.engine.close)
+            state.service = None
+            metrics.ready.set(0)
+
+    app = FastAPI(
+        title="mlshift runtime",
+        version=__version__,
+        summary="OpenAI-compatible completions, chat and embeddings.",
+        lifespan=lifespan,
+    )
+    app.state.runtime = state
+    _install_error_handlers(app)
+    open_paths = {settings.health_path, settings.ready_path, settings.metrics_path, "/docs", "/openapi.json", "/redoc"}
+    app.add_middleware(Guard, metrics=metrics, max_body=settings.max_body_bytes, known=_known_paths(settings))
+
+    def service() -> Any:
+        if state.service is None:
+            raise NotReady()
+        return state.service
+
+    async def authorised(request: Request) -> None:
+        key = settings.api_key
+        if key is None or request.url.path in open_paths:
+            return
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+            raise RequestError(
+                "Incorrect or missing API key; send it as 'Authorization: Bearer <key>'.",
+                status=401, type="invalid_request_error", code="invalid_api_key",
+            )
+
+    guarded = [Depends(authorised)]
+
+    # ---------------------------------------------------------------- probes and metrics
+    @app.get(settings.health_path, tags=["probes"], summary="Liveness: the process is up")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    if settings.ready_path != settings.health_path:
+        @app.get(settings.ready_path, tags=["probes"], summary="Readiness: the model is loaded", responses={503: {"model": p.ErrorResponse}})
+        async def ready() -> Response:
+            if state.ready:
+                return JSONResponse({"status": "ready"})
+            body = {"status": "failed" if state.load_error else "loading"}
+            return JSONResponse(body, status_code=503)
+
+    if settings.metrics_path:
+        @app.get(settings.metrics_path, tags=["probes"], summary="Prometheus metrics", response_class=Response)
+        async def metrics_endpoint() -> Response:
+            return Response(metrics.render(), media_type=metrics.content_type)
+
+    # ---------------------------------------------------------------- OpenAI API
+    @app.get("/v1/models", dependencies=guarded, response_model=p.ModelList, tags=["openai"])
+    async def list_models() -> p.ModelList:
+        return p.ModelList(data=[_card(state)])
+
+    @app.get("/v1/models/{model_id:path}", dependencies=guarded, response_model=p.ModelCard, tags=["openai"])
+    async def get_model(model_id: str) -> p.ModelCard:
+        if model_id != settings.model_name:
+            raise RequestError(f"The model `{model_id}` does not exist.", status=404, param="model", code="model_not_found")
+        return _card(state)
+
+    @app.post("/v1/completions", dependencies=guarded, response_model=p.CompletionResponse, tags=["openai"],
+              responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
+    async def completions(body: p.CompletionRequest, request: Request) -> Response:
+        svc = service()
+        jobs = svc.start_completion(body)
+        if body.stream:
+            return _sse(svc.stream_completion(body, jobs), lambda: svc.cancel(jobs))
+        result = await _unless_disconnected(request, svc.finish_completion(body, jobs), lambda: svc.cancel(jobs))
+        return JSONResponse(result.model_dump(mode="json"))
+
+    @app.post("/v1/chat/completions", dependencies=guarded, response_model=p.ChatCompletionResponse, tags=["openai"],
+              responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
+    async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
+        svc = service()
+        jobs = svc.start_chat(body)
+        if body.stream:
+            return _sse(svc.stream_chat(body, jobs), lambda: svc.cancel(jobs))
+        result = await _unless_disconnected(request, svc.finish_chat(body, jobs), lambda: svc.cancel(jobs))
+        return JSONResponse(result.model_dump(mode="json"))
+
+    @app.post("/v1/embeddings", dependencies=guarded, response_model=p.EmbeddingResponse, tags=["openai"],
+              responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
+    async def embeddings(body: p.EmbeddingRequest) -> p.EmbeddingResponse:
+        return await service().embeddings(body)
+
+    return app
+
+
+def _card(state: State) -> p.ModelCard:
+    engine = state.engine
+    return p.ModelCard(
+        id=state.settings.model_name, created=state.created,
+        max_model_len=engine.max_model_len if engine is not None and state.ready else None,
+    )
+
+
+def _known_paths(settings: ServeSettings) -> set[str]:
+    return {
+        settings.health_path, settings.ready_path, settings.metrics_path or "", "/v1/models",
+        "/v1/completions", "/v1/chat/completions", "/v1/embeddings",
+    }
+
+
+# --------------------------------------------------------------------------- responses
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return p.ErrorResponse(error=p.ErrorDetail(message=message, type=type, param=param, code=code)).model_dump()
+
+
+def _sse(chunks: AsyncIterator[str], on_close: Callable[[], None]) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
+        try:
+            async for data in chunks:
+                yield f"data: {data}\n\n"
+        except RequestError as exc:
+            yield f"data: {json.dumps(error_body(exc.message, exc.type, exc.param, exc.code))}\n\n"
+        finally:
+            on_close()  # a client that went away frees its place in the batch
+        yield "data: [DONE]\n\n"
+
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[Any], on_disconnect: Callable[[], None]) -> Any:
+    """Await ``work``; if the client disconnects first, cancel it and free its place."""
+
+    async def disconnected() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(disconnected())
+    try:
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    on_disconnect()
+    raise RequestError("The client closed the connection.", status=499, type="client_closed_request")
+
+
+def _install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(RequestError)
+    async def request_error(request: Request, exc: RequestError) -> JSONResponse:
+        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status, headers=exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return JSONResponse(error_body("The request body is not valid JSON.", "invalid_request_error"), status_code=400)
+        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+        param = ".".join(loc) or None
+        msg = str(first.get("msg", "invalid request"))
+        if first.get("type") == "missing":
+            msg = "is required"
+        message = f"{param}: {msg}" if param else msg
+        if len(errors) > 1:
+            message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
+        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
+        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unexpected error on %s", request.url.path)
+        return JSONResponse(error_body("The server failed on this request.", "server_error"), status_code=500)
+
+
+# --------------------------------------------------------------------------- middleware
+class Guard:
+    """Pure ASGI middleware: refuses bodies over ``max_body`` bytes (413) and records each
+    request's status and latency (to the last byte, streams included)."""
+
+    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body: int, known: set[str]):
+        self.app = app
+        self.metrics = metrics
+        self.max_body = max_body
+        self.known = known
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = scope["path"]
+        endpoint = path if path in self.known else "other"
+        start = time.monotonic()
+        status = 500
+        headers = dict(scope.get("headers") or [])
+        length = headers.get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > self.max_body:
+            await self._too_large(send)
+            self._record(endpoint, 413, start)
+            return
+        if length is None and scope.get("method") in ("POST", "PUT", "PATCH"):
+            # A body without a declared length is read (and counted) before the app sees it.
+            messages: list[Message] = []
+            seen = 0
+            while True:
+                message = await receive()
+                messages.append(message)
+                if message["type"] != "http.request":
+                    break
+                seen += len(message.get("body", b""))
+                if seen > self.max_body:
+                    await self._too_large(send)
+                    self._record(endpoint, 413, start)
+                    return
+                if not message.get("more_body", False):
+                    break
+            replay = iter(messages)
+
+            async def replaying_receive() -> Message:
+                return next(replay, None) or await receive()
+
+            receive = replaying_receive
+
+        async def recording_send(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+            if message["type"] == "http.response.body" and not message.get("more_body", False):
+                self._record(endpoint, status, start)
+
+        await self.app(scope, receive, recording_send)
+
+    async def _too_large(self, send: Send) -> None:
+        body = json.dumps(error_body(f"The request body is larger than {self.max_body} bytes.", "invalid_request_error", code="request_too_large")).encode()
+        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+        await send({"type": "http.response.body", "body": body})
+
+    def _record(self, endpoint: str, status: int, start: float) -> None:
+        self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()
+        self.metrics.latency.labels(endpoint=endpoint).observe(time.monotonic() - start)

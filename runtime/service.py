@@ -1,0 +1,373 @@
+"""Serving logic between the HTTP routes and the scheduler: turns OpenAI requests into sequences,
+checks what cannot be served (400-class), assembles text (stop strings, incremental decoding)
+and builds OpenAI responses and stream chunks. No HTTP here."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import struct
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+from runtime import protocol as p
+from runtime.batching import Event, Scheduler, Ticket
+from runtime.engine_base import Engine, SamplingParams, Sequence
+from runtime.errors import RequestError, RequestTimeout
+from runtime.metrics import Metrics
+
+
+class TextStream:
+    """Incremental detokenisation with stop strings.
+
+    Text is released only once it is valid UTF-8 and cannot be the start of a stop string, so a
+    streamed answer never shows a stop string or half a character.
+    """
+
+    def __init__(self, decode: Callable[[list[int]], str], stops: list[str]):
+        self.decode = decode
+        self.stops = [s for s in stops if s]
+        self.hold = max((len(s) for s in self.stops), default=1) - 1
+        self.ids: list[int] = []
+        self.text = ""
+        self.sent = 0
+        self.stopped = False
+        self._prefix = 0
+        self._read = 0
+
+    def push(self, token: int) -> str:
+        """Add a token; return the text that may be released now."""
+        if self.stopped:
+            return ""
+        self.ids.append(token)
+        before = self.decode(self.ids[self._prefix : self._read])
+        after = self.decode(self.ids[self._prefix :])
+        if len(after) > len(before) and not after.endswith("\ufffd"):
+            self.text += after[len(before) :]
+            self._prefix, self._read = self._read, len(self.ids)
+        for stop in self.stops:
+            at = self.text.find(stop, max(0, self.sent - len(stop)))
+            if at != -1:
+                self.text = self.text[:at]
+                self.stopped = True
+        limit = len(self.text) if self.stopped else len(self.text) - self.hold
+        return self._release(limit)
+
+    def finish(self) -> str:
+        """The rest of the text at the end of generation."""
+        if not self.stopped:
+            full = self.decode(self.ids)
+            if full.startswith(self.text):
+                self.text = full
+        return self._release(len(self.text))
+
+    def _release(self, limit: int) -> str:
+        if limit <= self.sent:
+            return ""
+        out = self.text[self.sent : limit]
+        self.sent = limit
+        return out
+
+
+@dataclass
+class Job:
+    """One sequence on its way through the scheduler, seen from the event loop."""
+
+    ticket: Ticket
+    queue: asyncio.Queue[Event]
+    text: TextStream | None
+    prompt_tokens: int
+
+
+class Service:
+    def __init__(self, engine: Engine, scheduler: Scheduler, metrics: Metrics, *, model_name: str, request_timeout: float):
+        self.engine = engine
+        self.scheduler = scheduler
+        self.metrics = metrics
+        self.model_name = model_name
+        self.request_timeout = request_timeout
+
+    # ---------------------------------------------------------------- checks
+    def check_model(self, model: str) -> None:
+        if model != self.model_name:
+            raise RequestError(
+                f"The model `{model}` does not exist; this server serves `{self.model_name}`.",
+                status=404, type="invalid_request_error", param="model", code="model_not_found",
+            )
+
+    def _need(self, task: str, endpoint: str) -> None:
+        if self.engine.task != task:
+            what = "a generative model" if task == "generate" else "an encoder (embedding) model"
+            raise RequestError(f"{endpoint} needs {what}; `{self.model_name}` is not one.", param="model", code="wrong_model_type")
+
+    def _sampling(self, prompt_len: int, max_tokens: int | None, req: Any) -> SamplingParams:
+        limit = self.engine.max_model_len
+        if prompt_len >= limit:
+            raise RequestError(
+                f"This model's maximum context length is {limit} tokens; the prompt has {prompt_len}.",
+                param="messages" if isinstance(req, p.ChatCompletionRequest) else "prompt", code="context_length_exceeded",
+            )
+        if max_tokens is None:
+            max_tokens = limit - prompt_len
+        elif prompt_len + max_tokens > limit:
+            raise RequestError(
+                f"This model's maximum context length is {limit} tokens. However, you requested "
+                f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} in the completion).",
+                param="max_tokens", code="context_length_exceeded",
+            )
+        return SamplingParams(
+            max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed, ignore_eos=req.ignore_eos
+        )
+
+    @staticmethod
+    def _check_supported(req: p.CompletionRequest | p.ChatCompletionRequest) -> None:
+        bad = p.unsupported(req)
+        if bad:
+            raise RequestError(bad[1], param=bad[0], code="unsupported_parameter")
+
+    def _prompts(self, prompt: Any) -> list[list[int]]:
+        vocab = getattr(getattr(self.engine, "tokenizer", None), "__len__", None)
+        size = vocab() if vocab else None
+        if isinstance(prompt, str):
+            items: list[Any] = [prompt]
+        elif prompt and all(isinstance(x, int) for x in prompt):
+            items = [prompt]
+        else:
+            items = list(prompt)
+        if not items:
+            raise RequestError("The prompt is empty.", param="prompt")
+        out = []
+        for item in items:
+            ids = self.engine.encode(item) if isinstance(item, str) else list(item)
+            if not ids:
+                raise RequestError("The prompt is empty.", param="prompt")
+            if size is not None and any(i < 0 or i >= size for i in ids):
+                raise RequestError(f"Token ids must be between 0 and {size - 1}.", param="prompt")
+            out.append(ids)
+        return out
+
+    # ---------------------------------------------------------------- generation
+    def _submit(self, ids: list[int], params: SamplingParams, stops: list[str], stream: bool) -> Job:
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        ticket = Ticket(notify=lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev), timeout=self.request_timeout)
+        ticket.seq = Sequence(prompt_ids=ids, params=params, tag=ticket)
+        # Tokens travel one by one only when someone looks at them (streams, stop strings).
+        ticket.stream_tokens = stream or bool(stops)
+        self.scheduler.submit(ticket)
+        return Job(ticket, queue, TextStream(self.engine.decode, stops), len(ids))
+
+    async def _events(self, job: Job) -> AsyncIterator[tuple[str, str | None]]:
+        """(text delta, finish reason or None) until the sequence ends."""
+        assert job.text is not None
+        deadline = job.ticket.deadline + 1.0
+        while True:
+            remaining = deadline - time.monotonic()
+            try:
+                ev = await asyncio.wait_for(job.queue.get(), timeout=max(remaining, 0.001))
+            except asyncio.TimeoutError:
+                raise RequestTimeout(job.ticket.timeout) from None
+            if ev.kind == "done" and not job.ticket.stream_tokens:
+                assert job.ticket.seq is not None
+                yield self.engine.decode(job.ticket.seq.output_ids), ev.value
+                return
+            if ev.kind == "token":
+                delta = job.text.push(ev.value)
+                if job.text.stopped:
+                    self.scheduler.cancel(job.ticket, stop_string=True)
+                    yield delta + job.text.finish(), "stop"
+                    return
+                if delta:
+                    yield delta, None
+            elif ev.kind == "done":
+                yield job.text.finish(), ev.value
+                return
+            else:
+                raise ev.value
+
+    def _account(self, jobs: list[Job], endpoint: str) -> p.Usage:
+        prompt = sum(j.prompt_tokens for j in jobs)
+        completion = sum(len(j.ticket.seq.output_ids) for j in jobs if j.ticket.seq)
+        self.metrics.prompt_tokens.inc(prompt)
+        self.metrics.generation_tokens.inc(completion)
+        for j in jobs:
+            if j.ticket.first_token_at is not None:
+                self.metrics.ttft.observe(j.ticket.first_token_at - j.ticket.arrival)
+        return p.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
+
+    def cancel(self, jobs: list[Job]) -> None:
+        for job in jobs:
+            self.scheduler.cancel(job.ticket)
+
+    def start_completion(self, req: p.CompletionRequest) -> list[Job]:
+        self.check_model(req.model)
+        self._need("generate", "/v1/completions")
+        self._check_supported(req)
+        prompts = self._prompts(req.prompt)
+        params = [self._sampling(len(ids), req.max_tokens, req) for ids in prompts]
+        return self._submit_all(prompts, params, _stops(req.stop), req.stream)
+
+    def start_chat(self, req: p.ChatCompletionRequest) -> list[Job]:
+        self.check_model(req.model)
+        self._need("generate", "/v1/chat/completions")
+        self._check_supported(req)
+        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
+        try:
+            ids = self.engine.chat_ids(messages)
+        except ValueError as exc:
+            raise RequestError(str(exc), param="messages") from None
+        except Exception as exc:  # noqa: BLE001 - a chat template that rejects these messages
+            raise RequestError(f"The chat template rejected these messages: {exc}", param="messages") from None
+        max_tokens = req.max_completion_tokens or req.max_tokens
+        params = self._sampling(len(ids), max_tokens, req)
+        return self._submit_all([ids], [params], _stops(req.stop), req.stream)
+
+    def _submit_all(self, prompts: list[list[int]], params: list[SamplingParams], stops: list[str], stream: bool) -> list[Job]:
+        jobs: list[Job] = []
+        try:
+            for ids, sp in zip(prompts, params):
+                jobs.append(self._submit(ids, sp, stops, stream))
+        except RequestError:
+            self.cancel(jobs)
+            raise
+        return jobs
+
+    async def finish_completion(self, req: p.CompletionRequest, jobs: list[Job]) -> p.CompletionResponse:
+        results = await asyncio.gather(*(self._collect(j) for j in jobs))
+        choices = [p.CompletionChoice(text=t, index=i, finish_reason=r) for i, (t, r) in enumerate(results)]
+        return p.CompletionResponse(
+            id=p.new_id("cmpl"), created=p.now(), model=self.model_name, choices=choices, usage=self._account(jobs, "completions")
+        )
+
+    async def finish_chat(self, req: p.ChatCompletionRequest, jobs: list[Job]) -> p.ChatCompletionResponse:
+        text, reason = await self._collect(jobs[0])
+        return p.ChatCompletionResponse(
+            id=p.new_id("chatcmpl"), created=p.now(), model=self.model_name,
+            choices=[p.ChatChoice(index=0, message=p.AssistantMessage(content=text), finish_reason=reason)],
+            usage=self._account(jobs, "chat"),
+        )
+
+    async def _collect(self, job: Job) -> tuple[str, str | None]:
+        parts: list[str] = []
+        reason: str | None = None
+        async for delta, finish in self._events(job):
+            parts.append(delta)
+            reason = finish or reason
+        return "".join(parts), reason
+
+    async def stream_completion(self, req: p.CompletionRequest, jobs: list[Job]) -> AsyncIterator[str]:
+        rid, created = p.new_id("cmpl"), p.now()
+
+        def chunk(index: int, text: str, reason: str | None) -> str:
+            return p.CompletionResponse(
+                id=rid, created=created, model=self.model_name,
+                choices=[p.CompletionChoice(text=text, index=index, finish_reason=reason)],
+            ).model_dump_json(exclude={"usage"})
+
+        async for index, delta, reason in _merge([self._events(j) for j in jobs]):
+            yield chunk(index, delta, reason)
+        usage = self._account(jobs, "completions")
+        if req.stream_options and req.stream_options.include_usage:
+            yield p.CompletionResponse(id=rid, created=created, model=self.model_name, choices=[], usage=usage).model_dump_json()
+
+    async def stream_chat(self, req: p.ChatCompletionRequest, jobs: list[Job]) -> AsyncIterator[str]:
+        rid, created = p.new_id("chatcmpl"), p.now()
+
+        def chunk(delta: p.Delta, reason: str | None) -> str:
+            return p.ChatCompletionChunk(
+                id=rid, created=created, model=self.model_name,
+                choices=[p.ChatChunkChoice(index=0, delta=delta, finish_reason=reason)],
+            ).model_dump_json(exclude={"usage"})
+
+        yield chunk(p.Delta(role="assistant", content=""), None)
+        async for delta, reason in self._events(jobs[0]):
+            if reason:
+                if delta:
+                    yield chunk(p.Delta(content=delta), None)
+                yield chunk(p.Delta(), reason)
+            else:
+                yield chunk(p.Delta(content=delta), None)
+        usage = self._account(jobs, "chat")
+        if req.stream_options and req.stream_options.include_usage:
+            yield p.ChatCompletionChunk(id=rid, created=created, model=self.model_name, choices=[], usage=usage).model_dump_json()
+
+    # ---------------------------------------------------------------- embeddings
+    async def embeddings(self, req: p.EmbeddingRequest) -> p.EmbeddingResponse:
+        self.check_model(req.model)
+        self._need("embed", "/v1/embeddings")
+        if req.dimensions is not None:
+            raise RequestError("dimensions is not supported by this server; leave it unset.", param="dimensions", code="unsupported_parameter")
+        inputs = self._prompts(req.input)
+        limit = self.engine.max_model_len
+        for ids in inputs:
+            if len(ids) > limit:
+                raise RequestError(
+                    f"This model's maximum context length is {limit} tokens; an input has {len(ids)}.",
+                    param="input", code="context_length_exceeded",
+                )
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue[Event] = asyncio.Queue()
+        ticket = Ticket(notify=lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev), timeout=self.request_timeout, inputs=inputs)
+        self.scheduler.submit(ticket)
+        try:
+            ev = await asyncio.wait_for(queue.get(), timeout=self.request_timeout + 1.0)
+        except asyncio.TimeoutError:
+            raise RequestTimeout(self.request_timeout) from None
+        finally:
+            self.scheduler.cancel(ticket)
+        if ev.kind == "error":
+            raise ev.value
+        tokens = sum(len(i) for i in inputs)
+        self.metrics.prompt_tokens.inc(tokens)
+        data = [p.EmbeddingData(embedding=_encode_vector(v, req.encoding_format), index=i) for i, v in enumerate(ev.value)]
+        return p.EmbeddingResponse(data=data, model=self.model_name, usage=p.Usage(prompt_tokens=tokens, total_tokens=tokens))
+
+
+def _stops(stop: p.Stop) -> list[str]:
+    if stop is None:
+        return []
+    if isinstance(stop, str):
+        return [stop]
+    if len(stop) > 4:
+        raise RequestError("At most 4 stop sequences are allowed.", param="stop")
+    return list(stop)
+
+
+def _encode_vector(vector: list[float], fmt: str) -> list[float] | str:
+    if fmt == "base64":
+        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
+    return vector
+
+
+async def _merge(streams: list[AsyncIterator[tuple[str, str | None]]]) -> AsyncIterator[tuple[int, str, str | None]]:
+    """Interleave several (delta, reason) streams as (index, delta, reason)."""
+    if len(streams) == 1:
+        async for delta, reason in streams[0]:
+            yield 0, delta, reason
+        return
+    queue: asyncio.Queue[tuple[int, Any, Any]] = asyncio.Queue()
+
+    async def pump(i: int, s: AsyncIterator[tuple[str, str | None]]) -> None:
+        try:
+            async for delta, reason in s:
+                await queue.put((i, delta, reason))
+            await queue.put((i, None, StopAsyncIteration))
+        except Exception as exc:  # noqa: BLE001 - handed to the consumer
+            await queue.put((i, None, exc))
+
+    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    try:
+        live = len(tasks)
+        while live:
+            i, delta, reason = await queue.get()
+            if reason is StopAsyncIteration:
+                live -= 1
+            elif isinstance(reason, Exception):
+                raise reason
+            else:
+                yield i, delta, reason
+    finally:
+        for t in tasks:
+            t.cancel()

@@ -1,0 +1,106 @@
+"""Shared pieces of the runtime tests: tiny random models built once per session (locally
+trained tokenizer, nothing downloaded) and a real server on loopback in a thread."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+ROOT = Path(__file__).resolve().parents[1]
+_built: dict[str, Path] = {}
+
+
+def tiny_llama_path(factory: pytest.TempPathFactory) -> Path:
+    if "llama" not in _built:
+        from runtime.tiny import build_tiny_llama
+
+        _built["llama"] = build_tiny_llama(factory.mktemp("tiny-llama"), layers=2, hidden=64, context=512)
+    return _built["llama"]
+
+
+def tiny_encoder_path(factory: pytest.TempPathFactory) -> Path:
+    if "encoder" not in _built:
+        from runtime.tiny import build_tiny_encoder
+
+        _built["encoder"] = build_tiny_encoder(factory.mktemp("tiny-bert"), layers=2, hidden=64)
+    return _built["encoder"]
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_llama_path(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_encoder_path(tmp_path_factory)
+
+
+def wait_until(predicate: Any, *, what: str, limit: float = 120.0, every: float = 0.05) -> None:
+    """Poll ``predicate`` (a generous limit so that a stuck server fails instead of hanging)."""
+    end = time.monotonic() + limit
+    while time.monotonic() < end:
+        if predicate():
+            return
+        time.sleep(every)
+    pytest.fail(f"gave up waiting for {what}")
+
+
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+@contextmanager
+def running_server(**settings: Any) -> Iterator[str]:
+    """Our app (the real engine) under uvicorn on 127.0.0.1 in a thread; yields the base URL."""
+    import uvicorn
+
+    from runtime.server import create_app
+    from runtime.settings import ServeSettings
+
+    app = create_app(ServeSettings(host="127.0.0.1", **settings))
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_until(lambda: _ready(base + settings.get("ready_path", "/ready")), what="the server to be ready")
+        yield base
+    finally:
+        server.should_exit = True
+        thread.join(timeout=60)
+        sock.close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "runtime", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
+    )

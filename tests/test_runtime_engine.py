@@ -1,0 +1,130 @@
+"""The transformers engine without HTTP: batching that does not change results, joins and
+leaves between steps, and out-of-memory batches split in halves and retried."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from runtime.engine_base import SamplingParams, Sequence, generate_all
+from runtime.engine_transformers import TransformersEngine, is_oom
+from runtime.service import TextStream
+from runtime.settings import ServeSettings
+from runtime_helpers import tiny_encoder, tiny_llama  # noqa: F401
+
+PROMPTS = ["Hello world", "The quick brown fox jumps over", "A", "Kubernetes and OpenShift schedule pods onto nodes"]
+
+
+@pytest.fixture(scope="module")
+def engine(tiny_llama: Path) -> TransformersEngine:
+    e = TransformersEngine(ServeSettings(model=str(tiny_llama)))
+    e.load()
+    return e
+
+
+@pytest.fixture(scope="module")
+def encoder(tiny_encoder: Path) -> TransformersEngine:
+    e = TransformersEngine(ServeSettings(model=str(tiny_encoder)))
+    e.load()
+    return e
+
+
+def seqs(engine: TransformersEngine, n: int = 12) -> list[Sequence]:
+    return [Sequence(prompt_ids=engine.encode(p), params=SamplingParams(max_tokens=n, ignore_eos=True)) for p in PROMPTS]
+
+
+def reference(engine: TransformersEngine, n: int = 12) -> list[list[int]]:
+    out = []
+    for p in PROMPTS:
+        ids = torch.tensor([engine.encode(p)])
+        gen = engine.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=n, do_sample=False, eos_token_id=None, pad_token_id=engine.pad_id)
+        out.append(gen[0, ids.shape[1]:].tolist())
+    return out
+
+
+def test_loads_on_cpu_in_float32_with_context_and_default_batch(engine: TransformersEngine) -> None:
+    assert engine.task == "generate" and engine.device.type == "cpu" and engine.dtype == torch.float32
+    assert engine.max_model_len == 512 and engine.max_batch_size == 32
+
+
+def test_padded_batches_give_the_same_tokens_as_one_at_a_time(engine: TransformersEngine) -> None:
+    expected = reference(engine)
+    for batch_size in (1, 2, 4):
+        s = seqs(engine)
+        list(generate_all(engine, s, batch_size))
+        assert [x.output_ids for x in s] == expected
+
+
+def test_a_sequence_can_join_and_leave_a_running_batch(engine: TransformersEngine) -> None:
+    expected = reference(engine)
+    first, _, _, last = seqs(engine)
+    batch = engine.new_batch()
+    first.append(batch.add([first])[0], engine.eos_token_ids, engine.max_model_len)
+    for _ in range(4):
+        first.append(batch.step()[0], engine.eos_token_ids, engine.max_model_len)
+    last.append(batch.add([last])[0], engine.eos_token_ids, engine.max_model_len)
+    while batch.seqs:
+        for s, t in zip(list(batch.seqs), batch.step()):
+            if s.append(t, engine.eos_token_ids, engine.max_model_len):
+                batch.remove([s])
+    assert first.output_ids == expected[0] and last.output_ids == expected[3]
+
+
+def test_out_of_memory_batches_are_split_in_halves_and_retried(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    expected = reference(engine)
+    real = engine._forward
+    sizes: list[int] = []
+
+    def forward_that_fits_two(ids, mask, positions, kv):  # type: ignore[no-untyped-def]
+        sizes.append(ids.shape[0])
+        if ids.shape[0] > 2:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(ids, mask, positions, kv)
+
+    monkeypatch.setattr(engine, "_forward", forward_that_fits_two)
+    engine.oom_splits = 0
+    s = seqs(engine)
+    list(generate_all(engine, s, 4))
+    assert [x.output_ids for x in s] == expected
+    assert engine.oom_splits > 0 and 4 in sizes and max(sizes) == 4
+
+
+def test_out_of_memory_on_a_single_sequence_is_raised(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_memory(*args):  # type: ignore[no-untyped-def]
+        raise RuntimeError("CUDA error: out of memory")
+
+    monkeypatch.setattr(engine, "_forward", no_memory)
+    with pytest.raises(RuntimeError):
+        list(generate_all(engine, seqs(engine)[:1], 1))
+
+
+def test_other_errors_are_not_mistaken_for_out_of_memory() -> None:
+    assert is_oom(torch.OutOfMemoryError("x")) and is_oom(RuntimeError("CUDA out of memory"))
+    assert not is_oom(RuntimeError("shape mismatch")) and not is_oom(ValueError("out of memory"))
+
+
+def test_embeddings_split_on_out_of_memory_too(encoder: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    inputs = [encoder.encode(p) for p in PROMPTS]
+    expected = torch.tensor(encoder.embed(inputs))
+    real_model = encoder.model
+
+    class Picky(torch.nn.Module):
+        def forward(self, input_ids, attention_mask):  # type: ignore[no-untyped-def]
+            if input_ids.shape[0] > 1:
+                raise torch.OutOfMemoryError("out of memory")
+            return real_model(input_ids=input_ids, attention_mask=attention_mask)
+
+    monkeypatch.setattr(encoder, "model", Picky())
+    got = torch.tensor(encoder.embed(inputs))
+    assert torch.allclose(got, expected, atol=1e-5)
+
+
+def test_text_stream_releases_text_and_honours_stop_strings(engine: TransformersEngine) -> None:
+    ids = engine.encode("Hello world! How are you today?")
+    stream = TextStream(engine.decode, [])
+    assert "".join(stream.push(t) for t in ids) + stream.finish() == engine.decode(ids)
+    stream = TextStream(engine.decode, ["How"])
+    out = "".join(stream.push(t) for t in ids)
+    assert stream.stopped and out + stream.finish() == "Hello world! "

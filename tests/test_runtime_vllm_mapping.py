@@ -1,0 +1,130 @@
+"""The vLLM path and config.yaml: pure mappings, tested without vLLM installed."""
+
+from __future__ import annotations
+
+import importlib.util
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from runtime.cli import main
+from runtime.engine_vllm import INSTALL_HINT, llm_kwargs, sampling_kwargs, server_args, server_command, server_env
+from runtime.settings import ServeSettings, load_deployment_config
+from runtime_helpers import ROOT
+
+FULL = ServeSettings(
+    engine="vllm", model="meta-llama/Llama-3.1-8B-Instruct", served_model_name="llama", host="0.0.0.0", port=8000,
+    tensor_parallel_size=4, max_model_len=8192, dtype="bfloat16", quantization="awq", gpu_memory_utilization=0.85,
+    max_batch_size=128, enable_prefix_caching=True, trust_remote_code=True, extra_args=("--enforce-eager",), api_key="k3y",
+)
+
+
+def test_every_setting_maps_to_its_vllm_flag() -> None:
+    assert server_args(FULL) == [
+        "--model", "meta-llama/Llama-3.1-8B-Instruct", "--host", "0.0.0.0", "--port", "8000",
+        "--served-model-name", "llama", "--tensor-parallel-size", "4", "--max-model-len", "8192",
+        "--dtype", "bfloat16", "--quantization", "awq", "--gpu-memory-utilization", "0.85",
+        "--max-num-seqs", "128", "--enable-prefix-caching", "--trust-remote-code", "--enforce-eager",
+    ]
+
+
+def test_unset_options_keep_vllms_defaults() -> None:
+    args = server_args(ServeSettings(engine="vllm", model="m"))
+    assert args == ["--model", "m", "--host", "0.0.0.0", "--port", "8000", "--gpu-memory-utilization", "0.9"]
+
+
+def test_prefix_caching_off_is_explicit() -> None:
+    assert "--no-enable-prefix-caching" in server_args(ServeSettings(model="m", enable_prefix_caching=False))
+
+
+def test_api_key_goes_through_the_environment_never_the_command_line() -> None:
+    command = server_command(FULL, python="python")
+    assert command[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
+    assert "k3y" not in " ".join(command) and "--api-key" not in command
+    assert server_env(FULL, {"PATH": "/bin"}) == {"PATH": "/bin", "VLLM_API_KEY": "k3y"}
+    assert "VLLM_API_KEY" not in server_env(ServeSettings(model="m"), {})
+
+
+def test_offline_llm_mapping_matches_the_server() -> None:
+    assert llm_kwargs(FULL) == {
+        "model": "meta-llama/Llama-3.1-8B-Instruct", "dtype": "bfloat16", "gpu_memory_utilization": 0.85,
+        "trust_remote_code": True, "tensor_parallel_size": 4, "max_model_len": 8192, "quantization": "awq",
+        "max_num_seqs": 128, "enable_prefix_caching": True,
+    }
+    assert llm_kwargs(ServeSettings(model="m")) == {"model": "m", "dtype": "auto", "gpu_memory_utilization": 0.9, "trust_remote_code": False}
+    assert sampling_kwargs(64, 0.0) == {"max_tokens": 64, "temperature": 0.0}
+
+
+@pytest.mark.skipif(importlib.util.find_spec("vllm") is not None, reason="vLLM is installed here")
+def test_without_vllm_the_command_says_how_to_install_it(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["serve", "--engine", "vllm", "--model", "m"]) == 2
+    err = capsys.readouterr().err
+    assert err == f"error: {INSTALL_HINT}\n" and "pip install 'mlshift[vllm]'" in err
+
+
+CONFIG = """
+application:
+  name: llama-chat
+resources:
+  gpus: 2
+inference:
+  enabled: true
+  engine: vllm
+  model: /models/llama
+  served_model_name: llama
+  port: 8080
+  tensor_parallel_size: 2
+  max_model_len: 4096
+  dtype: float16
+  max_batch_size: 64
+  max_queue: 32
+  enable_prefix_caching: false
+  extra_args: ["--enforce-eager"]
+batch:
+  input: /data/in.jsonl
+  output: /data/out.jsonl
+  max_tokens: 32
+experiment:
+  tracking:
+    enabled: true
+    tags: [nightly]
+"""
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wizard") is None, reason="the wizard package is not importable")
+def test_a_deployment_config_drives_the_runtime(tmp_path: Path) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    rc = load_deployment_config(path)
+    s = rc.serve
+    assert (s.engine, s.model, s.served_model_name, s.port, s.max_queue) == ("vllm", "/models/llama", "llama", 8080, 32)
+    args = server_args(s)
+    assert args[-4:] == ["--max-num-seqs", "64", "--no-enable-prefix-caching", "--enforce-eager"]
+    assert args[args.index("--tensor-parallel-size") + 1] == "2" and args[args.index("--dtype") + 1] == "float16"
+    assert s.ready_path == "/health"
+    assert (rc.batch.input, rc.batch.max_tokens) == ("/data/in.jsonl", 32)
+    assert rc.tracking.enabled and rc.tracking.project == "llama-chat" and rc.tracking.tags == ("nightly",)
+    transformers = load_deployment_config(_with(path, "engine: vllm", "engine: transformers\n  readiness_check: /ready")).serve
+    assert (transformers.engine, transformers.ready_path) == ("transformers", "/ready")
+
+
+def _with(path: Path, old: str, new: str) -> Path:
+    path.write_text(path.read_text().replace(old, new))
+    return path
+
+
+@pytest.mark.skipif(importlib.util.find_spec("wizard") is None, reason="the wizard package is not importable")
+def test_a_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "config.yaml"
+    path.write_text("application:\n  name: x\ninference:\n  engin: vllm\n")
+    assert main(["serve", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and err.count("\n") == 1 and "engin" in err
+
+
+def test_config_without_the_wizard_installed_is_a_clear_error(tmp_path: Path) -> None:
+    code = "import sys; sys.modules['wizard'] = None; from runtime.cli import main; raise SystemExit(main(sys.argv[1:]))"
+    r = subprocess.run([sys.executable, "-c", code, "serve", "--config", str(tmp_path / "c.yaml")], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--config needs the mlshift package" in r.stderr
