@@ -9,12 +9,15 @@ it, so a batch never waits for its slowest member (iteration-level scheduling). 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Executor, Future
+from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,12 +68,21 @@ class Scheduler:
         self._cond = threading.Condition()
         self._stopping = False
         self._thread: threading.Thread | None = None
+        self._future: Future[None] | None = None
         self._avg_request_s = 1.0
 
     # ---------------------------------------------------------------- caller side
-    def start(self) -> None:
-        target = self._run_generate if self.engine.task == "generate" else self._run_embed
-        self._thread = threading.Thread(target=self._guard(target), name="device-worker", daemon=True)
+    def start(self, executor: Executor | None = None) -> None:
+        """Run the device loop: on ``executor`` (the thread that loaded the model) when given.
+
+        All device work should stay on the thread that loaded the model: on CPUs, torch run
+        from a second thread once another has used it went at half speed in our measurements
+        (docs/performance.md)."""
+        target = self._guard(self._run_generate if self.engine.task == "generate" else self._run_embed)
+        if executor is not None:
+            self._future = executor.submit(target)
+            return
+        self._thread = threading.Thread(target=target, name="device-worker", daemon=True)
         self._thread.start()
 
     def stop(self) -> None:
@@ -79,6 +91,9 @@ class Scheduler:
             self._cond.notify_all()
         if self._thread is not None:
             self._thread.join(timeout=30)
+        if self._future is not None:
+            with contextlib.suppress(FutureTimeout):
+                self._future.result(timeout=30)
         for ticket in self._drain():
             ticket.notify(Event("error", RequestError("The server is shutting down.", status=503, type="service_unavailable")))
 

@@ -75,8 +75,10 @@ class Rows:
     """The device state of some sequences: per-layer keys/values ``[B, H, L, D]`` (left-padded),
     the attention mask ``[B, L]``, each row's next position, and the last sampled token."""
 
-    def __init__(self, kv: KV, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor | None = None):
+    def __init__(self, kv: KV, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor | None = None,
+                 cache: DynamicCache | None = None):
         self.kv = kv
+        self.cache = cache  # the growing cache behind ``kv``; rows made by select/concat start a new one
         self.mask = mask
         self.positions = positions
         self.logits = logits  # of the last forward pass, [B, V]
@@ -103,6 +105,7 @@ class Rows:
         if first > 0:
             self.mask = self.mask[:, first:]
             self.kv = [(k[:, :, first:], v[:, :, first:]) for k, v in self.kv]
+            self.cache = None
 
     @staticmethod
     def concat(parts: list["Rows"]) -> "Rows":
@@ -132,14 +135,43 @@ class Rows:
         return self.select(idx[: n // 2]), self.select(idx[n // 2 :])
 
 
+class GrowingLayer(DynamicLayer):
+    """A cache layer that appends in place: keys and values live in buffers with room to grow
+    (about doubling when full), so a decoding step writes one position instead of copying the
+    whole cache as ``torch.cat`` does. ``keys``/``values`` are views of the used part."""
+
+    def adopt(self, keys: torch.Tensor, values: torch.Tensor) -> "GrowingLayer":
+        self.dtype, self.device = keys.dtype, keys.device
+        self._k, self._v, self._len = keys, values, keys.shape[-2]
+        self.keys, self.values = keys, values
+        self.is_initialized = True
+        return self
+
+    def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        if not self.is_initialized:
+            return self.adopt(key_states, value_states).keys, self.values
+        new = key_states.shape[-2]
+        end = self._len + new
+        if end > self._k.shape[-2]:
+            room = end + max(64, self._len)
+            shape = (*self._k.shape[:-2], room, self._k.shape[-1])
+            k = self._k.new_empty(shape)
+            v = self._v.new_empty(shape)
+            k[..., : self._len, :] = self._k[..., : self._len, :]
+            v[..., : self._len, :] = self._v[..., : self._len, :]
+            self._k, self._v = k, v
+        self._k[..., self._len : end, :] = key_states
+        self._v[..., self._len : end, :] = value_states
+        self._len = end
+        self.keys, self.values = self._k[..., :end, :], self._v[..., :end, :]
+        return self.keys, self.values
+
+
 def _cache_of(kv: KV) -> DynamicCache:
-    """A DynamicCache over existing tensors (no copy)."""
+    """A cache over existing tensors (no copy) whose layers grow in place."""
     cache = DynamicCache()
     for k, v in kv:
-        layer = DynamicLayer()
-        layer.lazy_initialization(k, v)
-        layer.keys, layer.values = k, v
-        cache.layers.append(layer)
+        cache.layers.append(GrowingLayer().adopt(k, v))
     return cache
 
 
@@ -278,14 +310,15 @@ class TransformersEngine(Engine):
         return list(out)
 
     # ---------------------------------------------------------------- device work
-    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: KV) -> tuple[torch.Tensor, KV]:
+    def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: KV,
+                 cache: DynamicCache | None = None) -> tuple[torch.Tensor, KV, DynamicCache]:
         """One forward pass: the logits of each row's last position and the extended cache."""
-        cache = _cache_of(kv)
+        cache = cache if cache is not None else _cache_of(kv)
         out = self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions,
             past_key_values=cache, use_cache=True, **self._forward_kwargs,
         )
-        return out.logits[:, -1, :], _kv_of(out.past_key_values)
+        return out.logits[:, -1, :], _kv_of(out.past_key_values), out.past_key_values
 
     def _empty_cache(self) -> None:
         if self.device.type == "cuda":
@@ -311,8 +344,8 @@ class TransformersEngine(Engine):
             ids = torch.tensor([[self.pad_id] * (length - len(p)) + p for p in ps], device=self.device)
             mask = torch.tensor([[0] * (length - len(p)) + [1] * len(p) for p in ps], device=self.device)
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits, kv = self._forward(ids, mask, positions, [])
-            return Rows(kv, mask, mask.sum(-1), logits)
+            logits, kv, cache = self._forward(ids, mask, positions, [])
+            return Rows(kv, mask, mask.sum(-1), logits, cache)
 
         def halves(ps: list[list[int]]) -> tuple[list[list[int]], list[list[int]]]:
             return ps[: len(ps) // 2], ps[len(ps) // 2 :]
@@ -324,8 +357,8 @@ class TransformersEngine(Engine):
         def run(r: Rows) -> Rows:
             assert r.tokens is not None
             mask = torch.cat([r.mask, torch.ones(len(r), 1, dtype=r.mask.dtype, device=r.mask.device)], dim=1)
-            logits, kv = self._forward(r.tokens[:, None], mask, r.positions[:, None], r.kv)
-            return Rows(kv, mask, r.positions + 1, logits)
+            logits, kv, cache = self._forward(r.tokens[:, None], mask, r.positions[:, None], r.kv, r.cache)
+            return Rows(kv, mask, r.positions + 1, logits, cache)
 
         return self.split_on_oom(run, rows, Rows.concat, Rows.halves)
 

@@ -5,6 +5,7 @@ it at shutdown. Routes only translate between HTTP and :class:`runtime.service.S
 from __future__ import annotations
 
 import asyncio
+from concurrent.futures import ThreadPoolExecutor
 import contextlib
 import hmac
 import json
@@ -76,15 +77,18 @@ def create_app(
             engine, max_batch_size=engine.max_batch_size, max_queue=settings.max_queue,
             max_wait_s=settings.max_wait_ms / 1000.0, metrics=metrics,
         )
-        scheduler.start()
+        scheduler.start(device)
         state.scheduler = scheduler
         metrics.max_batch_size.set(engine.max_batch_size)
         state.service = Service(engine, scheduler, metrics, model_name=settings.model_name, request_timeout=settings.request_timeout)
         metrics.ready.set(1)
 
+    # One thread does all device work: loading, then the scheduler's loop (see Scheduler.start).
+    device = ThreadPoolExecutor(max_workers=1, thread_name_prefix="device")
+
     async def load_in_background() -> None:
         try:
-            await asyncio.to_thread(load)
+            await asyncio.get_running_loop().run_in_executor(device, load)
         except Exception as exc:  # noqa: BLE001 - reported in one line; the process then stops
             state.load_error = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             log.error("cannot load the model: %s", state.load_error)
@@ -105,6 +109,7 @@ def create_app(
                 await asyncio.to_thread(state.scheduler.stop)
             if state.engine is not None:
                 await asyncio.to_thread(state.engine.close)
+            device.shutdown(wait=False)
             state.service = None
             metrics.ready.set(0)
 

@@ -77,11 +77,11 @@ def test_out_of_memory_batches_are_split_in_halves_and_retried(engine: Transform
     real = engine._forward
     sizes: list[int] = []
 
-    def forward_that_fits_two(ids, mask, positions, kv):  # type: ignore[no-untyped-def]
+    def forward_that_fits_two(ids, mask, positions, kv, cache=None):  # type: ignore[no-untyped-def]
         sizes.append(ids.shape[0])
         if ids.shape[0] > 2:
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(ids, mask, positions, kv)
+        return real(ids, mask, positions, kv, cache)
 
     monkeypatch.setattr(engine, "_forward", forward_that_fits_two)
     engine.oom_splits = 0
