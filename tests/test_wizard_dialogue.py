@@ -123,6 +123,32 @@ class Wizard:
             self.screen.feed(chunk)
         return self
 
+    def at(self, question: str, timeout: float = 10) -> "Wizard":
+        """Wait until the cursor sits on ``question``'s line: that prompt is the one reading keys.
+        (Needed after a menu whose choices repeat the question's words.)"""
+        import time
+
+        pending, self.child.buffer = self.child.buffer, ""
+        self.out += pending
+        self.screen.feed(pending)
+        deadline = time.monotonic() + timeout
+        while True:
+            line = "".join(self.screen.lines[self.screen.row]) if self.screen.row < len(self.screen.lines) else ""
+            if line.startswith("?") and question in line:
+                return self
+            if time.monotonic() > deadline:
+                raise AssertionError(f"{question!r} is not the active prompt:\n{self.screen.text()[-2000:]}")
+            try:
+                chunk = self.child.read_nonblocking(65536, timeout=0.1)
+            except pexpect.TIMEOUT:
+                continue
+            self.out += chunk
+            self.screen.feed(chunk)
+
+    def send(self, keys: str) -> "Wizard":
+        self.child.send(keys)
+        return self
+
     def press(self, question: str, keys: str = ENTER) -> "Wizard":
         self._read(question)
         self.child.send(keys)
@@ -410,7 +436,7 @@ def test_change_an_answer_from_the_summary(tmp_path):
     w.press("Name").type("GPUs per pod", "1").press("GPU model").press("Namespace")
     w.see("1 GPU, 4 CPU, 32Gi memory").press("Write it?", DOWN + ENTER)
     w.press("Which answer do you want to change?", DOWN * 6 + ENTER)  # Resources: GPUs per pod
-    w.type("GPUs per pod", "4").press("GPU model").press("CPU cores").press("Memory")
+    w.at("GPUs per pod").send(CLEAR + "4" + ENTER).press("GPU model").press("CPU cores").press("Memory")
     w.press("Track runs").press("Cluster profile").press("Namespace")
     w.see("4 GPUs, 16 CPU, 128Gi memory")
     assert w.finish() == 0

@@ -38,17 +38,17 @@ PYTORCH_IMAGE = "docker.io/pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 CPU_IMAGE = "docker.io/library/python:3.11-slim"
 
 
-def _squash(text: str) -> str:
-    return re.sub(r"[^a-z0-9]", "", text.lower())
+def squash(text: object) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(text).lower())
 
 
 def choice(*allowed: str):
     """Accept the spellings users type (``Auto-start``, ``auto start``) for a canonical choice."""
-    table = {_squash(a): a for a in allowed}
+    table = {squash(a): a for a in allowed}
 
     def fix(value: Any) -> Any:
         if isinstance(value, str):
-            return table.get(_squash(value), value)
+            return table.get(squash(value), value)
         return value
 
     return BeforeValidator(fix)
@@ -216,7 +216,7 @@ class Application(Strict):
     @classmethod
     def _seed_custom_command(cls, data: Any) -> Any:
         # The original examples put a custom command in source.path; keep accepting that.
-        if isinstance(data, dict) and _squash(str(data.get("type", ""))) == "customcommand":
+        if isinstance(data, dict) and squash(str(data.get("type", ""))) == "customcommand":
             src = data.get("source")
             if isinstance(src, dict) and "command" not in src and isinstance(src.get("path"), str):
                 src = dict(src)

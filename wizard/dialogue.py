@@ -15,15 +15,14 @@ from __future__ import annotations
 
 import copy
 import json
-import re
 from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
-from .config import APP_TYPES, EXEC_MODES, Application, Config, Inference, Source
+from .config import APP_TYPES, EXEC_MODES, Application, Config, Inference, Source, squash
 from .errors import ConfigError
-from .loader import validate
+from .loader import set_path, validate
 
 MISSING: Any = object()
 USER_TYPES = ("single_file", "directory", "custom_command")
@@ -44,10 +43,6 @@ ANSWER_EVERYTHING = "-"  # the first question's "no preset" choice (a Choice val
 
 
 # --------------------------------------------------------------------------- nested dicts
-def squash(text: Any) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(text).lower())
-
-
 def get_path(data: Any, path: str) -> Any:
     node = data
     for key in path.split("."):
@@ -55,18 +50,6 @@ def get_path(data: Any, path: str) -> Any:
             return MISSING
         node = node[key]
     return node
-
-
-def set_path(data: dict[str, Any], path: str, value: Any) -> None:
-    keys = path.split(".")
-    node = data
-    for key in keys[:-1]:
-        nxt = node.get(key)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[key] = nxt
-        node = nxt
-    node[keys[-1]] = value
 
 
 def del_path(data: dict[str, Any], path: str) -> None:

@@ -149,18 +149,24 @@ def _yaml_value(expr: str, raw: str) -> Any:
         raise ConfigError("--set", [("", f"cannot read the value in {expr!r}")]) from None
 
 
+def set_path(data: dict[str, Any], path: str | list[str], value: Any) -> None:
+    """Set ``a.b.c`` in nested mappings, making the sections on the way."""
+    keys = path.split(".") if isinstance(path, str) else path
+    node = data
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[key] = nxt
+        node = nxt
+    node[keys[-1]] = value
+
+
 def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     for expr in sets:
         path, value = parse_set(expr)
-        node = data
-        for key in path[:-1]:
-            nxt = node.get(key)
-            if not isinstance(nxt, dict):
-                nxt = {}
-                node[key] = nxt
-            node = nxt
-        node[path[-1]] = value
+        set_path(data, path, value)
     return data
 
 
