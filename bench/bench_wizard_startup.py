@@ -73,7 +73,7 @@ def main() -> int:
         make = shutil.which("make")
         up_to_date = make is not None and subprocess.run(
             [make, "-q", ".venv/.setup-done"], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL).returncode == 0
-        if up_to_date and Path(py).resolve().parent == (ROOT / ".venv" / "bin").resolve():
+        if up_to_date and Path(py).absolute().parent == ROOT / ".venv" / "bin":
             make_env = dict(env, ARGS=f"--deployments-dir {deployments}")
             rows.append(("first question: make wizard PROJECT=x",
                          median(lambda: to_first_question([make, "-s", "wizard", "PROJECT=bench-x"], make_env), args.runs)))

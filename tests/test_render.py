@@ -192,3 +192,13 @@ def test_validate_reports_a_broken_manifest(deployments: Path):
     bad = run_wizard("validate", str(target))
     assert bad.returncode == 1
     assert "manifests/deployment.yaml: spec.template.spec: Additional properties are not allowed ('enableServiceLink' was unexpected)" in bad.stderr
+
+
+@pytest.mark.parametrize("args,message", [
+    (["schema", "--output", "/nonexistent/dir/schema.json"], "error: No such file or directory: /nonexistent/dir/schema.json"),
+    (["new", "demo", "--answers", "/"], "error: /: is a folder, not a YAML file"),
+])
+def test_unusable_paths_are_one_line_errors(args, message):
+    result = run_wizard(*args)
+    assert result.returncode == 2
+    assert result.stderr.strip() == message

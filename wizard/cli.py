@@ -262,6 +262,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MlshiftError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
+    except OSError as exc:  # a path the user gave: unreadable, unwritable, missing folder
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         print("\ninterrupted; nothing was left half-written", file=sys.stderr)
         return 130

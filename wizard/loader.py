@@ -30,8 +30,12 @@ def read_yaml(path: Path, *, label: str | None = None) -> dict[str, Any]:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(label, [("", "file not found")]) from None
-    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
-        raise ConfigError(label, [("", f"cannot be read ({exc.__class__.__name__})")]) from None
+    except IsADirectoryError:
+        raise ConfigError(label, [("", "is a folder, not a YAML file")]) from None
+    except PermissionError:
+        raise ConfigError(label, [("", "cannot be read (permission denied)")]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(label, [("", "is not UTF-8 text")]) from None
     return parse_yaml(text, label)
 
 
