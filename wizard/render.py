@@ -22,7 +22,7 @@ from . import yamlio
 from .config import Config, json_schema
 from .errors import UserError
 from .loader import dump_config
-from .paths import TEMPLATES
+from .paths import TEMPLATES, TOOL_ROOT
 from .plan import RENDEZVOUS_PORT, Plan
 
 STATE_FILE = ".mlshift/state.json"
@@ -128,7 +128,7 @@ def render_files(config: Config, deployment: str, *, with_config: bool = False) 
         return _block(meta, 2)
 
     common = {"config": config, "plan": plan, "meta_tail": meta_tail, "config_text": config_text,
-              "rendezvous_port": RENDEZVOUS_PORT, "scripts": SCRIPTS}
+              "rendezvous_port": RENDEZVOUS_PORT, "scripts": SCRIPTS, "tool_root": str(TOOL_ROOT)}
     listed: list[str] = []
     unlisted: list[str] = []
     for template, in_kustomization in plan.manifests:
