@@ -192,3 +192,12 @@ def test_sweep_submits_the_grid_in_one_request_and_compare_reads_metrics(cluster
     assert cmd[2:] == ["--lr", "0.1", "--lr=0.1", "--bs=16"]
     rc, out, _ = cluster.verb(capsys, "compare", cluster.dep)
     assert rc == 0 and "Final loss" in out and "0.125" in out and sweep_ids.pop() in out
+
+
+def test_submitted_jobs_pass_the_strict_kubernetes_schema(cluster, capsys, tmp_path):
+    from wizard.validate import check_object
+
+    res = cluster.script(cluster.dep, "submit-job.sh", "--", *[w.format(marker=tmp_path / "m") for w in HOSTILE])
+    assert res.returncode == 0, res.stderr
+    (job,) = _jobs(cluster)
+    assert check_object(job) == []
