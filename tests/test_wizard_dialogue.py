@@ -104,17 +104,17 @@ class Wizard:
         self.out += self.child.before + self.child.after
         self.screen.feed(self.child.before + self.child.after)
 
-    def shows(self, text: str, timeout: float = 10) -> "Wizard":
-        """Wait until ``text`` is on the screen (a message drawn in pieces, such as a validation error)."""
+    def _pump(self, done, failure: str, timeout: float) -> "Wizard":
+        """Read output into the screen until ``done()`` holds."""
         import time
 
         pending, self.child.buffer = self.child.buffer, ""
         self.out += pending
         self.screen.feed(pending)
         deadline = time.monotonic() + timeout
-        while text not in self.screen.text():
+        while not done():
             if time.monotonic() > deadline:
-                raise AssertionError(f"{text!r} not on screen:\n{self.screen.text()[-2000:]}")
+                raise AssertionError(f"{failure}:\n{self.screen.text()[-2000:]}")
             try:
                 chunk = self.child.read_nonblocking(65536, timeout=0.1)
             except pexpect.TIMEOUT:
@@ -123,27 +123,19 @@ class Wizard:
             self.screen.feed(chunk)
         return self
 
+    def shows(self, text: str, timeout: float = 10) -> "Wizard":
+        """Wait until ``text`` is on the screen (a message drawn in pieces, such as a validation error)."""
+        return self._pump(lambda: text in self.screen.text(), f"{text!r} not on screen", timeout)
+
     def at(self, question: str, timeout: float = 10) -> "Wizard":
         """Wait until the cursor sits on ``question``'s line: that prompt is the one reading keys.
         (Needed after a menu whose choices repeat the question's words.)"""
-        import time
+        def active() -> bool:
+            lines, row = self.screen.lines, self.screen.row
+            line = "".join(lines[row]) if row < len(lines) else ""
+            return line.startswith("?") and question in line
 
-        pending, self.child.buffer = self.child.buffer, ""
-        self.out += pending
-        self.screen.feed(pending)
-        deadline = time.monotonic() + timeout
-        while True:
-            line = "".join(self.screen.lines[self.screen.row]) if self.screen.row < len(self.screen.lines) else ""
-            if line.startswith("?") and question in line:
-                return self
-            if time.monotonic() > deadline:
-                raise AssertionError(f"{question!r} is not the active prompt:\n{self.screen.text()[-2000:]}")
-            try:
-                chunk = self.child.read_nonblocking(65536, timeout=0.1)
-            except pexpect.TIMEOUT:
-                continue
-            self.out += chunk
-            self.screen.feed(chunk)
+        return self._pump(active, f"{question!r} is not the active prompt", timeout)
 
     def send(self, keys: str) -> "Wizard":
         self.child.send(keys)

@@ -134,16 +134,23 @@ class Oc:
         return self.call("get", [*args, "-o", "json"], namespaced=namespaced, what=what, dry_answer=dry).json()
 
     # ------------------------------------------------------------------ streamed commands
-    def stream(self, verb: str, args: Sequence[str] = (), *, namespaced: bool = True, check: bool = True,
-               what: str | None = None) -> int:
-        """Run a command with the terminal attached (its output shows as it comes)."""
+    def _start(self, verb: str, args: Sequence[str], namespaced: bool) -> list[str] | None:
+        """The command to run with the terminal attached; None in a dry run (it is printed)."""
         cmd = self.argv(verb, args, namespaced=namespaced)
         if self.dry_run:
             self._print(cmd)
-            return 0
+            return None
         self._need_binary()
         self.calls += 1
         sys.stdout.flush()
+        return cmd
+
+    def stream(self, verb: str, args: Sequence[str] = (), *, namespaced: bool = True, check: bool = True,
+               what: str | None = None) -> int:
+        """Run a command with the terminal attached (its output shows as it comes)."""
+        cmd = self._start(verb, args, namespaced)
+        if cmd is None:
+            return 0
         try:
             proc = subprocess.run(cmd, stderr=subprocess.PIPE, text=True, errors="replace")
         except KeyboardInterrupt:
@@ -156,23 +163,14 @@ class Oc:
 
     def interactive(self, verb: str, args: Sequence[str] = (), *, namespaced: bool = True) -> int:
         """Run a command that owns the terminal (a shell in a pod); its exit code is returned."""
-        cmd = self.argv(verb, args, namespaced=namespaced)
-        if self.dry_run:
-            self._print(cmd)
-            return 0
-        self._need_binary()
-        self.calls += 1
-        sys.stdout.flush()
-        return subprocess.run(cmd).returncode
+        cmd = self._start(verb, args, namespaced)
+        return 0 if cmd is None else subprocess.run(cmd).returncode
 
     def background(self, verb: str, args: Sequence[str] = (), *, namespaced: bool = True) -> subprocess.Popen | None:
         """Start a long-running command (a port-forward) and return the process; None in a dry run."""
-        cmd = self.argv(verb, args, namespaced=namespaced)
-        if self.dry_run:
-            self._print(cmd)
+        cmd = self._start(verb, args, namespaced)
+        if cmd is None:
             return None
-        self._need_binary()
-        self.calls += 1
         return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL,
                                 text=True, errors="replace")
 
