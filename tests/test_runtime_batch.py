@@ -131,3 +131,30 @@ def test_kill_9_mid_run_then_restart_gives_every_id_exactly_once(tiny_llama: Pat
     ids = [r["id"] for r in rows]
     assert len(ids) == n and set(ids) == {f"r{i}" for i in range(n)}
     assert all(r["completion_tokens"] >= 1 for r in rows)
+
+
+def test_summary_is_logged_to_weights_and_biases_offline(tmp_path: Path) -> None:
+    """A real W&B run in offline mode (no network): its record file holds the batch summary."""
+    code = (
+        "from runtime.batch import log_to_tracker, Summary\n"
+        "from runtime.settings import TrackingSettings\n"
+        "note = log_to_tracker(Summary(records=5, generated=5, completion_tokens=40, seconds=2.0),\n"
+        "    TrackingSettings(enabled=True, project='batch-proj', tags=('nightly',), mode='offline', run_name='run-1'),\n"
+        "    {'model': 'tiny'})\n"
+        "assert note is None, note\n"
+    )
+    env = {**os.environ, "WANDB_DIR": str(tmp_path), "WANDB_SILENT": "true", "WANDB_MODE": "offline"}
+    result = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    (record,) = (tmp_path / "wandb").glob("offline-run-*/run-*.wandb")
+    data = record.read_bytes()
+    for expected in (b"batch-proj", b"nightly", b"run-1", b"batch/completion_tokens", b"batch/records"):
+        assert expected in data, expected
+
+
+def test_other_trackers_are_named_not_silently_ignored() -> None:
+    from runtime.batch import Summary, log_to_tracker
+    from runtime.settings import TrackingSettings
+
+    note = log_to_tracker(Summary(), TrackingSettings(enabled=True, backend="mlflow"), {})
+    assert note == "tracking backend 'mlflow' is not supported by batch runs yet; summary not logged"
