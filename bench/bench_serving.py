@@ -16,6 +16,7 @@ import argparse
 import asyncio
 import json
 import shutil
+import statistics
 import sys
 import tempfile
 import time
@@ -28,7 +29,7 @@ from runtime.bench import make_prompts, run_load
 N, CONCURRENCY, TOKENS, PROMPT_WORDS = 64, 16, 64, 32
 
 
-def ceiling(model_path: Path, batch_size: int = 16) -> float:
+def ceiling(model_path: Path, batch_size: int = 16, repeat: int = 1) -> float:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
@@ -39,21 +40,32 @@ def ceiling(model_path: Path, batch_size: int = 16) -> float:
     with torch.inference_mode():
         batch = tok(prompts[:batch_size], return_tensors="pt", padding=True)
         model.generate(**batch, max_new_tokens=4, do_sample=False, pad_token_id=tok.pad_token_id)  # warm-up
-        start, tokens = time.perf_counter(), 0
-        for i in range(0, N, batch_size):
-            batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True)
-            out = model.generate(**batch, max_new_tokens=TOKENS, min_new_tokens=TOKENS, do_sample=False, pad_token_id=tok.pad_token_id)
-            tokens += (out.shape[1] - batch["input_ids"].shape[1]) * out.shape[0]
-    return tokens / (time.perf_counter() - start)
+        rates = []
+        for _ in range(repeat):
+            start, tokens = time.perf_counter(), 0
+            for i in range(0, N, batch_size):
+                batch = tok(prompts[i : i + batch_size], return_tensors="pt", padding=True)
+                out = model.generate(**batch, max_new_tokens=TOKENS, min_new_tokens=TOKENS, do_sample=False,
+                                     pad_token_id=tok.pad_token_id)
+                tokens += (out.shape[1] - batch["input_ids"].shape[1]) * out.shape[0]
+            rates.append(tokens / (time.perf_counter() - start))
+    return statistics.median(rates)
 
 
-def load(url: str, model: str, stream: bool, ignore_eos: bool) -> dict:
-    # one short warm-up request, then the measured run
+def load(url: str, model: str, stream: bool, ignore_eos: bool, repeat: int = 1) -> dict:
+    """One short warm-up request, then the measured load ``repeat`` times; medians are reported."""
     asyncio.run(run_load(url=url, model=model, num_requests=2, concurrency=2, request_rate=None, max_tokens=4, stream=False))
-    return asyncio.run(run_load(
+    runs = [asyncio.run(run_load(
         url=url, model=model, num_requests=N, concurrency=CONCURRENCY, request_rate=None, max_tokens=TOKENS,
         stream=stream, prompt_words=PROMPT_WORDS, ignore_eos=ignore_eos,
-    ))
+    )) for _ in range(repeat)]
+    result = dict(runs[0])
+    result["output_tokens_per_s"] = statistics.median(r["output_tokens_per_s"] for r in runs)
+    result["e2e_s"] = {q: statistics.median(r["e2e_s"][q] for r in runs) for q in runs[0]["e2e_s"]}
+    result["output_tokens"] = sum(r["output_tokens"] for r in runs) // len(runs)
+    result["errors"] = {k: sum(r["errors"].get(k, 0) for r in runs) for r in runs for k in r["errors"]}
+    result["runs_output_tokens_per_s"] = [r["output_tokens_per_s"] for r in runs]
+    return result
 
 
 def main() -> int:
@@ -61,13 +73,14 @@ def main() -> int:
     parser.add_argument("--stream", action="store_true", help="stream responses (adds TTFT/ITL; more client work)")
     parser.add_argument("--json", type=Path, help="also write the results here")
     parser.add_argument("--skip-transformers-serve", action="store_true")
+    parser.add_argument("--repeat", type=int, default=3, help="measured runs per server; medians are reported (default 3)")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     results: dict[str, dict] = {}
     try:
         model = tiny_model(work)
         print("ceiling: direct model.generate at batch 16 ...", flush=True)
-        results["ceiling"] = {"output_tokens_per_s": ceiling(model)}
+        results["ceiling"] = {"output_tokens_per_s": ceiling(model, repeat=args.repeat)}
 
         def ours(name: str, batch: int) -> None:
             port = free_port()
@@ -75,7 +88,7 @@ def main() -> int:
                    "--host", "127.0.0.1", "--port", str(port), "--max-batch-size", str(batch), "--log-level", "warning"]
             print(f"{name} ...", flush=True)
             with Server(cmd, f"http://127.0.0.1:{port}/ready", work / f"{name}.log"):
-                results[name] = load(f"http://127.0.0.1:{port}", "tiny", args.stream, ignore_eos=True)
+                results[name] = load(f"http://127.0.0.1:{port}", "tiny", args.stream, ignore_eos=True, repeat=args.repeat)
 
         ours("runtime", CONCURRENCY)
         ours("one_at_a_time", 1)
@@ -85,7 +98,8 @@ def main() -> int:
             cmd = [cli, "serve", str(model), "--continuous-batching", "--host", "127.0.0.1", "--port", str(port), "--device", "cpu"]
             print("transformers serve --continuous-batching ...", flush=True)
             with Server(cmd, f"http://127.0.0.1:{port}/health", work / "transformers-serve.log"):
-                results["transformers_serve_cb"] = load(f"http://127.0.0.1:{port}", str(model), args.stream, ignore_eos=False)
+                results["transformers_serve_cb"] = load(f"http://127.0.0.1:{port}", str(model), args.stream, ignore_eos=False,
+                                                         repeat=args.repeat)
     finally:
         shutil.rmtree(work, ignore_errors=True)
 

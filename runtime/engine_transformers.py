@@ -167,9 +167,21 @@ class GrowingLayer(DynamicLayer):
         return self.keys, self.values
 
 
-def _cache_of(kv: KV) -> DynamicCache:
-    """A cache over existing tensors (no copy) whose layers grow in place."""
+def uses_sliding_window(config: Any) -> bool:
+    """Whether some attention layer only looks back a window (Mistral, Gemma 2/3, ...)."""
+    text = config.get_text_config() if hasattr(config, "get_text_config") else config
+    kinds = getattr(text, "layer_types", None) or []
+    return bool(getattr(text, "sliding_window", None)) or any("sliding" in str(k) for k in kinds)
+
+
+def _cache_of(kv: KV, config: Any = None) -> DynamicCache:
+    """A cache over existing tensors whose layers grow in place (no copy to start, one position
+    per step after). With ``config`` (a sliding-window model) transformers' own layers are used:
+    they keep only the window, where a growing layer would keep everything."""
+    if config is not None:
+        return DynamicCache(ddp_cache_data=kv or None, config=config)
     cache = DynamicCache()
+    cache.layer_class_to_replicate = GrowingLayer  # layers made during a prefill grow in place too
     for k, v in kv:
         cache.layers.append(GrowingLayer().adopt(k, v))
     return cache
@@ -194,6 +206,7 @@ class TransformersEngine(Engine):
         self.probed_batch_size: int | None = None
         self.oom_splits = 0
         self._forward_kwargs: dict[str, Any] = {}
+        self._sliding_config: Any = None  # the model's config when it has sliding-window layers
 
     # ---------------------------------------------------------------- loading
     def load(self) -> None:
@@ -224,6 +237,7 @@ class TransformersEngine(Engine):
         self.eos_token_ids = frozenset(self._eos_ids(model, tokenizer))
         self.max_model_len = s.max_model_len or self._context_length(config, tokenizer)
         if self.task == "generate":
+            self._sliding_config = config if uses_sliding_window(config) else None
             self._forward_kwargs = {"logits_to_keep": 1}
             try:
                 self._forward(torch.tensor([[self.pad_id]], device=self.device), torch.ones(1, 1, dtype=torch.long, device=self.device), torch.zeros(1, 1, dtype=torch.long, device=self.device), [])
@@ -313,7 +327,7 @@ class TransformersEngine(Engine):
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: KV,
                  cache: DynamicCache | None = None) -> tuple[torch.Tensor, KV, DynamicCache]:
         """One forward pass: the logits of each row's last position and the extended cache."""
-        cache = cache if cache is not None else _cache_of(kv)
+        cache = cache if cache is not None else _cache_of(kv, self._sliding_config)
         out = self.model(
             input_ids=input_ids, attention_mask=mask, position_ids=positions,
             past_key_values=cache, use_cache=True, **self._forward_kwargs,

@@ -128,3 +128,38 @@ def test_text_stream_releases_text_and_honours_stop_strings(engine: Transformers
     stream = TextStream(engine.decode, ["How"])
     out = "".join(stream.push(t) for t in ids)
     assert stream.stopped and out + stream.finish() == "Hello world! "
+
+
+def test_the_cache_grows_in_place_past_its_first_room_without_changing_tokens(engine: TransformersEngine) -> None:
+    """80 new tokens cross the room the first growth leaves (64 positions beyond the prompt)."""
+    expected = reference(engine, n=80)
+    s = seqs(engine, n=80)
+    list(generate_all(engine, s, 4))
+    assert [x.output_ids for x in s] == expected
+
+
+def test_sliding_window_models_give_the_same_tokens_as_generate(tiny_llama: Path, tmp_path: Path) -> None:
+    from transformers import AutoTokenizer, MistralConfig, MistralForCausalLM
+
+    from runtime.engine_transformers import uses_sliding_window
+
+    tok = AutoTokenizer.from_pretrained(tiny_llama)
+    config = MistralConfig(vocab_size=len(tok), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256, sliding_window=8,
+                           bos_token_id=tok.bos_token_id, eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id)
+    torch.manual_seed(0)
+    MistralForCausalLM(config).save_pretrained(tmp_path / "mistral")
+    tok.save_pretrained(tmp_path / "mistral")
+    assert uses_sliding_window(config) and not uses_sliding_window(engine_config(tiny_llama))
+    e = TransformersEngine(ServeSettings(model=str(tmp_path / "mistral")))
+    e.load()
+    expected = reference(e, n=20)
+    s = seqs(e, n=20)
+    list(generate_all(e, s, 4))
+    assert [x.output_ids for x in s] == expected
+
+
+def engine_config(path: Path):  # type: ignore[no-untyped-def]
+    from transformers import AutoConfig
+
+    return AutoConfig.from_pretrained(path)
