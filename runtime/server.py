@@ -5,19 +5,20 @@ it at shutdown. Routes only translate between HTTP and :class:`runtime.service.S
 from __future__ import annotations
 
 import asyncio
-from concurrent.futures import ThreadPoolExecutor
 import contextlib
 import hmac
 import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -54,6 +55,17 @@ def _default_engine(settings: ServeSettings) -> Engine:
     from runtime.engine_transformers import TransformersEngine
 
     return TransformersEngine(settings)
+
+
+async def _answer(request: Request, stream: bool, svc: Any, jobs: list[Any],
+                  streamed: Callable[[list[Any]], AsyncIterator[str]],
+                  finished: Callable[[list[Any]], Awaitable[BaseModel]]) -> Response:
+    """A generation request's answer: SSE when streaming, else one JSON body; the jobs are
+    cancelled (their batch slots freed) if the client goes away first."""
+    if stream:
+        return _sse(streamed(jobs), lambda: svc.cancel(jobs))
+    result = await _unless_disconnected(request, finished(jobs), lambda: svc.cancel(jobs))
+    return JSONResponse(result.model_dump(mode="json"))
 
 
 def create_app(
@@ -176,21 +188,15 @@ def create_app(
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def completions(body: p.CompletionRequest, request: Request) -> Response:
         svc = service()
-        jobs = svc.start_completion(body)
-        if body.stream:
-            return _sse(svc.stream_completion(body, jobs), lambda: svc.cancel(jobs))
-        result = await _unless_disconnected(request, svc.finish_completion(body, jobs), lambda: svc.cancel(jobs))
-        return JSONResponse(result.model_dump(mode="json"))
+        return await _answer(request, body.stream, svc, svc.start_completion(body),
+                             lambda jobs: svc.stream_completion(body, jobs), lambda jobs: svc.finish_completion(body, jobs))
 
     @app.post("/v1/chat/completions", dependencies=guarded, response_model=p.ChatCompletionResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
         svc = service()
-        jobs = svc.start_chat(body)
-        if body.stream:
-            return _sse(svc.stream_chat(body, jobs), lambda: svc.cancel(jobs))
-        result = await _unless_disconnected(request, svc.finish_chat(body, jobs), lambda: svc.cancel(jobs))
-        return JSONResponse(result.model_dump(mode="json"))
+        return await _answer(request, body.stream, svc, svc.start_chat(body),
+                             lambda jobs: svc.stream_chat(body, jobs), lambda jobs: svc.finish_chat(body, jobs))
 
     @app.post("/v1/embeddings", dependencies=guarded, response_model=p.EmbeddingResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})

@@ -22,7 +22,7 @@ from typing import Any, Callable, Iterable
 
 from .config import APP_TYPES, EXEC_MODES, Application, Config, Inference, Source, squash
 from .errors import ConfigError
-from .loader import set_path, validate
+from .loader import enclosing_sections, set_path, validate
 
 MISSING: Any = object()
 USER_TYPES = ("single_file", "directory", "custom_command")
@@ -505,20 +505,10 @@ class Dialogue:
         except ConfigError:
             pass
         # Other answers are still incomplete: derive within the section (resources, inference).
-        from .loader import _model_in, field_at
-
-        parts = q.key.split(".")
-        for cut in range(len(parts) - 1, 0, -1):
+        for section, rest, model in enclosing_sections(q.key):
+            sub = get_path(trial, section)
             try:
-                _, _, annotation = field_at(parts[:cut])
-            except ConfigError:
-                return MISSING
-            model = _model_in(annotation)
-            sub = get_path(trial, ".".join(parts[:cut]))
-            if model is None:
-                continue
-            try:
-                return attr(model.model_validate(sub if isinstance(sub, dict) else {}), ".".join(parts[cut:]))
+                return attr(model.model_validate(sub if isinstance(sub, dict) else {}), rest)
             except Exception:  # noqa: BLE001 - any failure means "cannot derive yet"
                 continue
         return MISSING
@@ -872,20 +862,11 @@ def equivalent_sets(config: Config, name: str) -> tuple[str | None, list[str]] |
 
 def _sub_default(path: str) -> Any:
     """The default of a field inside an optional section that is absent in the base (the sweep)."""
-    parts = path.split(".")
-    from .loader import _model_in, field_at
-
-    for cut in range(len(parts) - 1, 0, -1):
+    for _section, rest, model in enclosing_sections(path):
         try:
-            _, _, annotation = field_at(parts[:cut])
-        except ConfigError:
+            return get_path(model().model_dump(mode="json"), rest)
+        except Exception:  # noqa: BLE001 - a section with required fields has no default
             return MISSING
-        model = _model_in(annotation)
-        if model is not None:
-            try:
-                return get_path(model().model_dump(mode="json"), ".".join(parts[cut:]))
-            except Exception:  # noqa: BLE001
-                return MISSING
     return MISSING
 
 

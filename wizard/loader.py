@@ -11,7 +11,7 @@ import difflib
 import types
 import typing
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Iterator, Union
 
 import yaml
 from pydantic import BaseModel, ValidationError
@@ -112,6 +112,20 @@ def field_at(path: list[str]) -> tuple[type[BaseModel], str, Any]:
             raise ConfigError("--set", [(".".join(path[: i + 1]), f"is a value, not a section; it has no key {path[i + 1]!r}")])
         model = sub
     raise AssertionError("unreachable")
+
+
+def enclosing_sections(path: str) -> Iterator[tuple[str, str, type[BaseModel]]]:
+    """For ``a.b.c``: (section path, the rest, section model) of each enclosing section,
+    innermost first; stops at the first unknown key."""
+    parts = path.split(".")
+    for cut in range(len(parts) - 1, 0, -1):
+        try:
+            _, _, annotation = field_at(parts[:cut])
+        except ConfigError:
+            return
+        model = _model_in(annotation)
+        if model is not None:
+            yield ".".join(parts[:cut]), ".".join(parts[cut:]), model
 
 
 def _takes_text(annotation: Any) -> bool:
