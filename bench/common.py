@@ -19,13 +19,48 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 
-def tiny_model(folder: Path) -> Path:
+# Random-weight Llamas the benchmarks build (nothing is downloaded). ``tiny`` is the CPU model the
+# targets are stated for; ``1b`` has TinyLlama's shape (22 layers, 2048 wide, grouped-query
+# attention), saved in bfloat16, for GPUs.
+SIZES = {
+    "tiny": {"layers": 4, "hidden": 256, "context": 512},
+    "1b": {"layers": 22, "hidden": 2048, "intermediate": 5632, "kv_heads": 4, "context": 2048, "dtype": "bfloat16"},
+}
+
+
+def tiny_model(folder: Path, size: str = "tiny") -> Path:
     from runtime.tiny import build_tiny_llama
 
-    path = folder / "tiny-llama-4x256"
+    path = folder / f"random-llama-{size}"
     if not (path / "config.json").exists():
-        build_tiny_llama(path, layers=4, hidden=256, context=512)
+        build_tiny_llama(path, **SIZES[size])  # type: ignore[arg-type]
     return path
+
+
+def device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def describe_device() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
+    return f"CPU, {torch.get_num_threads()} torch threads (torch {torch.__version__})"
+
+
+def metric(url: str, name: str) -> float | None:
+    """One sample of a Prometheus metric from a server's /metrics (None when absent)."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = httpx.get(url, timeout=10).text
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                return float(sample.value)
+    return None
 
 
 def free_port() -> int:

@@ -41,8 +41,15 @@ def _positive_float(text: str) -> float:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{value:g} must be above 0")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number above 0")
+    return value
+
+
+def _fraction(text: str) -> float:
+    value = _positive_float(text)
+    if value > 1:
+        raise argparse.ArgumentTypeError(f"{value:g} must be at most 1 (a share of the memory)")
     return value
 
 
@@ -69,6 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--max-batch-size", type=_positive, help="most sequences in one batch (default: the engine's; probed on GPUs)")
         p.add_argument("--max-model-len", type=_positive, help="context length (default: the model's)")
         p.add_argument("--dtype", choices=("auto", "float16", "bfloat16", "float32"), help="weights' precision (auto: half on GPUs)")
+        p.add_argument("--gpu-memory-utilization", type=_fraction, help="share of the GPU's memory this process may use (default 0.9)")
         p.add_argument("--trust-remote-code", action="store_true", default=None, help="run the model repository's own code")
         p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
@@ -113,7 +121,7 @@ def _base_config(args: argparse.Namespace) -> RuntimeConfig:
 def serve_settings(args: argparse.Namespace, base: RuntimeConfig) -> ServeSettings:
     s = base.serve.with_overrides(
         engine=args.engine, model=args.model, max_batch_size=args.max_batch_size, max_model_len=args.max_model_len,
-        dtype=args.dtype, trust_remote_code=args.trust_remote_code,
+        dtype=args.dtype, trust_remote_code=args.trust_remote_code, gpu_memory_utilization=args.gpu_memory_utilization,
         host=getattr(args, "host", None), port=getattr(args, "port", None),
         served_model_name=getattr(args, "served_model_name", None), max_queue=getattr(args, "max_queue", None),
         max_wait_ms=getattr(args, "max_wait_ms", None), request_timeout=getattr(args, "request_timeout", None),

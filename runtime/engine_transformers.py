@@ -75,10 +75,10 @@ class Rows:
     """The device state of some sequences: per-layer keys/values ``[B, H, L, D]`` (left-padded),
     the attention mask ``[B, L]``, each row's next position, and the last sampled token."""
 
-    def __init__(self, kv: KV, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor | None = None,
+    def __init__(self, kv: KV | None, mask: torch.Tensor, positions: torch.Tensor, logits: torch.Tensor | None = None,
                  cache: DynamicCache | None = None):
-        self.kv = kv
-        self.cache = cache  # the growing cache behind ``kv``; rows made by select/concat start a new one
+        self._kv = kv
+        self.cache = cache  # the cache behind ``kv``; rows made by select/concat start a new one
         self.mask = mask
         self.positions = positions
         self.logits = logits  # of the last forward pass, [B, V]
@@ -86,6 +86,25 @@ class Rows:
 
     def __len__(self) -> int:
         return self.mask.shape[0]
+
+    @property
+    def kv(self) -> KV:
+        """Per-layer keys and values. With a growing cache they are views of its buffers, made
+        when asked for: holding them across a step would keep each buffer that grows alive."""
+        if self._kv is None:
+            assert self.cache is not None and _grows(self.cache)
+            used = self.mask.shape[1]
+            self._kv = [(layer._k[..., :used, :], layer._v[..., :used, :]) for layer in self.cache.layers]
+        return self._kv
+
+    @kv.setter
+    def kv(self, value: KV) -> None:
+        self._kv = value
+
+    def let_go(self) -> None:
+        """Drop the views of a growing cache (they can be made again from the cache)."""
+        if self.cache is not None and _grows(self.cache):
+            self._kv = None
 
     def select(self, index: torch.Tensor) -> "Rows":
         rows = Rows(
@@ -109,16 +128,24 @@ class Rows:
 
     @staticmethod
     def concat(parts: list["Rows"]) -> "Rows":
+        """All rows of ``parts`` in one batch. The parts are used up: each layer of theirs is
+        released as soon as it is copied, so joining needs memory for one layer beyond the
+        result, not a second copy of the whole cache (what lets an out-of-memory split rejoin)."""
         parts = [p for p in parts if len(p)]
         if len(parts) == 1:
             return parts[0]
         length = max(p.mask.shape[1] for p in parts)
+        kvs = [p.kv for p in parts]
+        for p in parts:
+            p.cache, p._kv = None, None  # ``kvs`` holds the only references now
         kv = []
-        for layer in range(len(parts[0].kv)):
+        for layer in range(len(kvs[0])):
             kv.append((
-                torch.cat([_pad_left(p.kv[layer][0], length, 2) for p in parts]),
-                torch.cat([_pad_left(p.kv[layer][1], length, 2) for p in parts]),
+                torch.cat([_pad_left(part[layer][0], length, 2) for part in kvs]),
+                torch.cat([_pad_left(part[layer][1], length, 2) for part in kvs]),
             ))
+            for part in kvs:
+                part[layer] = None  # type: ignore[call-overload]
         rows = Rows(
             kv,
             torch.cat([_pad_left(p.mask, length, 1) for p in parts]),
@@ -129,16 +156,32 @@ class Rows:
             rows.tokens = torch.cat([p.tokens for p in parts])
         return rows
 
+    def rows(self, start: int, stop: int) -> "Rows":
+        """Rows ``start:stop`` as views (no copy: the batch is the outermost dimension)."""
+        part = Rows(
+            [(k[start:stop], v[start:stop]) for k, v in self.kv],
+            self.mask[start:stop],
+            self.positions[start:stop],
+            None if self.logits is None else self.logits[start:stop],
+        )
+        if self.tokens is not None:
+            part.tokens = self.tokens[start:stop]
+        return part
+
     def halves(self) -> tuple["Rows", "Rows"]:
+        """For an out-of-memory retry: views, so that splitting needs no memory of its own."""
         n = len(self)
-        idx = torch.arange(n, device=self.mask.device)
-        return self.select(idx[: n // 2]), self.select(idx[n // 2 :])
+        return self.rows(0, n // 2), self.rows(n // 2, n)
 
 
 class GrowingLayer(DynamicLayer):
-    """A cache layer that appends in place: keys and values live in buffers with room to grow
-    (about doubling when full), so a decoding step writes one position instead of copying the
-    whole cache as ``torch.cat`` does. ``keys``/``values`` are views of the used part."""
+    """A cache layer that appends in place: keys and values live in buffers with room to grow,
+    so a decoding step writes one position instead of copying the whole cache as ``torch.cat``
+    does. ``keys``/``values`` are views of the used part. A full buffer grows by its length
+    (at least 64, at most ``GROWTH_CAP`` positions): few copies, and a long prompt's cache is
+    not doubled in memory for a short answer."""
+
+    GROWTH_CAP = 512
 
     def adopt(self, keys: torch.Tensor, values: torch.Tensor) -> "GrowingLayer":
         self.dtype, self.device = keys.dtype, keys.device
@@ -153,7 +196,7 @@ class GrowingLayer(DynamicLayer):
         new = key_states.shape[-2]
         end = self._len + new
         if end > self._k.shape[-2]:
-            room = end + max(64, self._len)
+            room = end + max(64, min(self._len, self.GROWTH_CAP))
             shape = (*self._k.shape[:-2], room, self._k.shape[-1])
             k = self._k.new_empty(shape)
             v = self._v.new_empty(shape)
@@ -187,8 +230,13 @@ def _cache_of(kv: KV, config: Any = None) -> DynamicCache:
     return cache
 
 
-def _kv_of(cache: Any) -> KV:
-    return [(layer.keys, layer.values) for layer in cache.layers]
+def _grows(cache: Any) -> bool:
+    return bool(cache.layers) and isinstance(cache.layers[0], GrowingLayer)
+
+
+def _kv_of(cache: Any) -> KV | None:
+    """What :class:`Rows` keeps besides the cache: nothing for a growing cache (see Rows.kv)."""
+    return None if _grows(cache) else [(layer.keys, layer.values) for layer in cache.layers]
 
 
 # --------------------------------------------------------------------------- engine
@@ -204,6 +252,7 @@ class TransformersEngine(Engine):
         self.dtype = torch.float32
         self.pad_id = 0
         self.probed_batch_size: int | None = None
+        self.probe_figures: dict[str, int] = {}
         self.oom_splits = 0
         self._forward_kwargs: dict[str, Any] = {}
         self._sliding_config: Any = None  # the model's config when it has sliding-window layers
@@ -215,8 +264,12 @@ class TransformersEngine(Engine):
         assert source
         if Path(source).expanduser().exists():
             source = str(Path(source).expanduser())
-        self.device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        self.device = torch.device("cuda", torch.cuda.current_device()) if torch.cuda.is_available() else torch.device("cpu")
         self.dtype = resolve_dtype(s.dtype, self.device)
+        if self.device.type == "cuda":
+            # The allocator refuses to hold more than this share, so a batch that would go past it
+            # raises an out-of-memory error (and is split) instead of crowding out the neighbours.
+            torch.cuda.set_per_process_memory_fraction(s.gpu_memory_utilization, self.device)
         if s.quantization:
             log.warning("quantization %r is applied by the vllm engine; this engine loads the checkpoint as saved", s.quantization)
         try:
@@ -279,7 +332,8 @@ class TransformersEngine(Engine):
 
     def probe_batch_size(self, sample_len: int | None = None) -> int:
         """Run one sequence of a typical length, measure its peak memory and divide 80 % of the
-        free memory by it (the seed's probe, for key/value caches as well as activations)."""
+        memory still available by it (the seed's probe, for key/value caches as well as
+        activations). Available: free on the device and within ``gpu_memory_utilization``."""
         length = sample_len or min(self.max_model_len, 1024)
         with self.device_lock:
             torch.cuda.empty_cache()
@@ -295,10 +349,14 @@ class TransformersEngine(Engine):
                 self.embed([ids])
             peak = torch.cuda.max_memory_allocated(self.device)
             torch.cuda.empty_cache()
-            free, _ = torch.cuda.mem_get_info(self.device)
+            free, total = torch.cuda.mem_get_info(self.device)
+            allowed = self.settings.gpu_memory_utilization * total - torch.cuda.memory_reserved(self.device)
+        available = max(0.0, min(free, allowed))
         per_seq = max(peak - baseline, 1)
-        size = max(1, min(GPU_BATCH_CAP, int(free * 0.8 / per_seq)))
-        log.info("probed batch size %d (%.1f MiB per sequence of %d tokens, %.0f MiB free)", size, per_seq / 2**20, length, free / 2**20)
+        size = max(1, min(GPU_BATCH_CAP, int(available * 0.8 / per_seq)))
+        self.probe_figures = {"per_sequence_bytes": per_seq, "sample_tokens": length, "available_bytes": int(available)}
+        log.info("probed batch size %d (%.1f MiB per sequence of %d tokens, %.0f MiB available)",
+                 size, per_seq / 2**20, length, available / 2**20)
         return size
 
     def close(self) -> None:
@@ -325,7 +383,7 @@ class TransformersEngine(Engine):
 
     # ---------------------------------------------------------------- device work
     def _forward(self, input_ids: torch.Tensor, mask: torch.Tensor, positions: torch.Tensor, kv: KV,
-                 cache: DynamicCache | None = None) -> tuple[torch.Tensor, KV, DynamicCache]:
+                 cache: DynamicCache | None = None) -> tuple[torch.Tensor, KV | None, DynamicCache]:
         """One forward pass: the logits of each row's last position and the extended cache."""
         cache = cache if cache is not None else _cache_of(kv, self._sliding_config)
         out = self.model(
@@ -371,7 +429,10 @@ class TransformersEngine(Engine):
         def run(r: Rows) -> Rows:
             assert r.tokens is not None
             mask = torch.cat([r.mask, torch.ones(len(r), 1, dtype=r.mask.dtype, device=r.mask.device)], dim=1)
-            logits, kv, cache = self._forward(r.tokens[:, None], mask, r.positions[:, None], r.kv, r.cache)
+            if r.cache is None:  # rows made by select/concat/trim: a cache over their tensors
+                r.cache = _cache_of(r.kv, self._sliding_config)
+            r.let_go()  # a layer's old buffer can then be freed as soon as it has grown into a new one
+            logits, kv, cache = self._forward(r.tokens[:, None], mask, r.positions[:, None], [], r.cache)
             return Rows(kv, mask, r.positions + 1, logits, cache)
 
         return self.split_on_oom(run, rows, Rows.concat, Rows.halves)

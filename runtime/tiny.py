@@ -42,8 +42,10 @@ def train_tokenizer(vocab_size: int = 512):  # -> transformers.PreTrainedTokeniz
     )
 
 
-def build_tiny_llama(path: Path | str, *, layers: int = 4, hidden: int = 256, context: int = 512, seed: int = 0) -> Path:
-    """A random-weight Llama with a local BPE tokenizer and a chat template, saved at ``path``."""
+def build_tiny_llama(path: Path | str, *, layers: int = 4, hidden: int = 256, context: int = 512, seed: int = 0,
+                     intermediate: int | None = None, kv_heads: int | None = None, dtype: str = "float32") -> Path:
+    """A random-weight Llama with a local BPE tokenizer and a chat template, saved at ``path``
+    (64-wide attention heads; ``kv_heads`` fewer than the heads gives grouped-query attention)."""
     import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
@@ -51,15 +53,17 @@ def build_tiny_llama(path: Path | str, *, layers: int = 4, hidden: int = 256, co
     tokenizer = train_tokenizer()
     tokenizer.chat_template = CHAT_TEMPLATE
     torch.manual_seed(seed)
+    heads = max(1, hidden // 64)
     config = LlamaConfig(
-        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=hidden * 2,
-        num_hidden_layers=layers, num_attention_heads=max(1, hidden // 64), num_key_value_heads=max(1, hidden // 64),
+        vocab_size=len(tokenizer), hidden_size=hidden, intermediate_size=intermediate or hidden * 2,
+        num_hidden_layers=layers, num_attention_heads=heads, num_key_value_heads=kv_heads or heads,
         max_position_embeddings=context, bos_token_id=tokenizer.bos_token_id,
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=False,
     )
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config).to(getattr(torch, dtype))
     model.save_pretrained(path)
+    tokenizer.model_max_length = context
     tokenizer.save_pretrained(path)
     return path
 

@@ -135,6 +135,7 @@ def test_kill_9_mid_run_then_restart_gives_every_id_exactly_once(tiny_llama: Pat
 
 def test_summary_is_logged_to_weights_and_biases_offline(tmp_path: Path) -> None:
     """A real W&B run in offline mode (no network): its record file holds the batch summary."""
+    pytest.importorskip("wandb", reason="wandb is part of the runtime extra (installed by make test)")
     code = (
         "from runtime.batch import log_to_tracker, Summary\n"
         "from runtime.settings import TrackingSettings\n"

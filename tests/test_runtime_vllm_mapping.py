@@ -128,3 +128,20 @@ def test_config_without_the_wizard_installed_is_a_clear_error(tmp_path: Path) ->
     code = "import sys; sys.modules['wizard'] = None; from runtime.cli import main; raise SystemExit(main(sys.argv[1:]))"
     r = subprocess.run([sys.executable, "-c", code, "serve", "--config", str(tmp_path / "c.yaml")], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--config needs the mlshift package" in r.stderr
+
+
+def test_gpu_memory_share_flag_reaches_both_engines_settings(tmp_path: Path) -> None:
+    from runtime.cli import build_parser, serve_settings
+    from runtime.settings import RuntimeConfig
+
+    args = build_parser().parse_args(["serve", "--model", "m", "--gpu-memory-utilization", "0.5"])
+    settings = serve_settings(args, RuntimeConfig())
+    assert settings.gpu_memory_utilization == 0.5
+    assert server_args(settings)[server_args(settings).index("--gpu-memory-utilization") + 1] == "0.5"
+
+
+@pytest.mark.parametrize("value", ["0", "1.5", "nan", "inf", "-0.2", "half"])
+def test_impossible_gpu_memory_shares_are_one_line_errors(value: str) -> None:
+    r = subprocess.run([sys.executable, "-m", "runtime", "serve", "--model", "m", "--gpu-memory-utilization", value],
+                       cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--gpu-memory-utilization" in r.stderr
