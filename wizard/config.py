@@ -373,7 +373,7 @@ class Inference(Strict):
     max_model_len: int | None = Field(None, ge=16, description="Context length; default the model's.")
     dtype: Annotated[Literal["auto", "float16", "bfloat16", "float32"], choice("auto", "float16", "bfloat16", "float32")] = "auto"
     quantization: str | None = Field(None, description=f"One of {', '.join(QUANTIZATIONS)}; empty for none.")
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of each GPU's memory vLLM may use.")
+    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of each GPU's memory the server may use (vLLM's own setting; the transformers engine's memory cap and batch-size probe).")
     max_batch_size: int | None = Field(None, ge=1, le=4096, description="Most sequences in one batch (vLLM `--max-num-seqs`); default the engine's.")
     max_queue: int = Field(256, ge=1, le=100000, description="Requests waiting beyond the batch before the server answers 429.")
     max_wait_ms: float = Field(5.0, ge=0.0, le=10000.0, description="How long the transformers engine waits to fill a batch.")
