@@ -11,13 +11,15 @@ PYTEST_ARGS ?=
 # Passed to recipes through the environment, never pasted into a command line.
 export PROJECT ARGS PYTEST_ARGS
 
-.PHONY: help setup wizard test render validate schema docs clean
+.PHONY: help setup wizard test render validate schema docs bench bench-gpu clean
 
 help:
 	@echo "make wizard PROJECT=name   create or update deployments/<name>/ (interactive)"
 	@echo "make test                  run the test suite"
 	@echo "make setup                 create .venv with what the wizard needs"
 	@echo "make docs                  regenerate docs/reference.md and the JSON Schema"
+	@echo "make bench                 the benchmarks (ratios against baselines measured in the same run)"
+	@echo "make bench-gpu             on a CUDA GPU: the runtime tests and the GPU benchmarks (1B random model)"
 
 $(VENV)/.setup-done: pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +43,18 @@ test: $(VENV)/.test-done
 
 docs: $(VENV)/.setup-done
 	$(PY) -m wizard docs
+
+bench: $(VENV)/.test-done
+	$(PY) bench/bench_render.py
+	$(PY) bench/bench_wizard_startup.py
+	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_batch.py
+
+bench-gpu: $(VENV)/.test-done
+	$(PY) -m pytest tests/test_runtime_gpu.py tests/test_runtime_engine.py tests/test_runtime_server.py tests/test_runtime_batch.py
+	$(PY) bench/bench_gpu_memory.py
+	$(PY) bench/bench_serving.py --size 1b --requests 256 --concurrency 64 --max-tokens 128 --one-at-a-time-requests 16
+	$(PY) bench/bench_batch.py --size 1b
 
 clean:
 	rm -rf $(VENV) .pytest_cache .hypothesis
