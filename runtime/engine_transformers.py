@@ -156,7 +156,7 @@ class Rows:
             rows.tokens = torch.cat([p.tokens for p in parts])
         return rows
 
-    def rows(self, start: int, stop: int) -> "Rows":
+    def part(self, start: int, stop: int) -> "Rows":
         """Rows ``start:stop`` as views (no copy: the batch is the outermost dimension)."""
         part = Rows(
             [(k[start:stop], v[start:stop]) for k, v in self.kv],
@@ -171,7 +171,7 @@ class Rows:
     def halves(self) -> tuple["Rows", "Rows"]:
         """For an out-of-memory retry: views, so that splitting needs no memory of its own."""
         n = len(self)
-        return self.rows(0, n // 2), self.rows(n // 2, n)
+        return self.part(0, n // 2), self.part(n // 2, n)
 
 
 class GrowingLayer(DynamicLayer):
