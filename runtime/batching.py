@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.engine_base import Engine, Sequence
-from runtime.errors import QueueFull, RequestError, RequestTimeout
+from runtime.errors import QueueFull, RequestError, RequestTimeout, is_out_of_memory
 from runtime.metrics import Metrics
 
 log = logging.getLogger("runtime.batching")
@@ -194,12 +194,14 @@ class Scheduler:
                 else:
                     tokens = batch.step()
             except Exception as exc:  # noqa: BLE001 - the requests get the error, the server lives on
-                failed = {id(t) for t in stepped} | {id(s.tag) for s in batch.seqs}
-                everyone = {id(t): t for t in stepped} | {id(s.tag): s.tag for s in batch.seqs}
-                log.exception("a batch of %d failed", len(failed))
+                everyone = {id(s.tag): s.tag for s in batch.seqs} | {id(t): t for t in stepped}
+                batch = engine.new_batch()  # what the old one held on the device is released
+                if is_out_of_memory(exc) and len(everyone) > 1:
+                    self._preempt(list(everyone.values()))
+                    continue
+                log.exception("a batch of %d failed", len(everyone))
                 for ticket in everyone.values():
                     ticket.notify(Event("error", _device_error(exc)))
-                batch = engine.new_batch()
                 continue
             self.metrics.batch_size.observe(len(stepped))
             self.metrics.running.set(len(batch.seqs))
@@ -238,6 +240,21 @@ class Scheduler:
         for seq in batch.seqs:
             seq.tag.notify(Event("error", RequestError("The server is shutting down.", status=503, type="service_unavailable")))
 
+    def _preempt(self, tickets: list[Ticket]) -> None:
+        """The batch ran out of device memory even after splitting (what it keeps between steps
+        has outgrown the memory the batch size was probed for): put its requests back at the
+        head of the queue, oldest first, each keeping its tokens so far (it is prefilled with
+        them when it comes back, and goes on where it stopped), and halve the batch size."""
+        self.max_batch_size = max(1, min(self.max_batch_size, len(tickets)) // 2)
+        with self._cond:
+            self._waiting.extendleft(reversed(tickets))
+            self.metrics.queue_depth.set(len(self._waiting))
+        self.metrics.preempted.inc(len(tickets))
+        self.metrics.max_batch_size.set(self.max_batch_size)
+        self.metrics.running.set(0)
+        log.warning("out of device memory with %d sequences; they resume in batches of at most %d "
+                    "(set --max-batch-size to choose)", len(tickets), self.max_batch_size)
+
     def _run_embed(self) -> None:
         engine = self.engine
         while True:
@@ -268,8 +285,7 @@ class Scheduler:
 
 
 def _device_error(exc: Exception) -> RequestError:
-    from_oom = "out of memory" in str(exc).lower() or type(exc).__name__ == "OutOfMemoryError"
-    if from_oom:
+    if is_out_of_memory(exc):
         return RequestError(
             "The device ran out of memory for this request alone; send a shorter prompt or fewer tokens.",
             status=503, type="service_unavailable", code="out_of_memory",

@@ -8,10 +8,15 @@ batch runner (offline) drive them; all calls come from one thread, which owns th
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from runtime.errors import is_out_of_memory
+
+log = logging.getLogger("runtime.engine")
 
 Task = Literal["generate", "embed"]
 
@@ -103,19 +108,33 @@ class Engine(ABC):
 
 def generate_all(engine: Engine, seqs: list[Sequence], batch_size: int) -> Iterator[Sequence]:
     """Run ``seqs`` to completion in batches of at most ``batch_size``, in the given order,
-    refilling the batch as sequences finish; yield each sequence as it finishes."""
+    refilling the batch as sequences finish; yield each sequence as it finishes.
+
+    If the device runs out of memory with several sequences in the batch (what the batch keeps
+    between steps has outgrown the memory), they go back to the front of the line with their
+    tokens so far and the batch size is halved; a single sequence that does not fit raises."""
     pending = list(reversed(seqs))
     batch = engine.new_batch()
-    refill_at = max(1, batch_size // 4)
     while pending or batch.seqs:
         room = batch_size - len(batch.seqs)
-        if pending and (not batch.seqs or room >= refill_at):
-            new = [pending.pop() for _ in range(min(room, len(pending)))]
-            tokens = batch.add(new)
-            new_seqs = new
-        else:
-            tokens = batch.step()
-            new_seqs = list(batch.seqs)
+        new: list[Sequence] = []
+        try:
+            if pending and (not batch.seqs or room >= max(1, batch_size // 4)):
+                new = [pending.pop() for _ in range(min(room, len(pending)))]
+                tokens = batch.add(new)
+                new_seqs = new
+            else:
+                tokens = batch.step()
+                new_seqs = list(batch.seqs)
+        except Exception as exc:
+            back = list(batch.seqs) + new
+            if not is_out_of_memory(exc) or len(back) <= 1:
+                raise
+            batch = engine.new_batch()
+            pending.extend(reversed(back))
+            batch_size = max(1, min(batch_size, len(back)) // 2)
+            log.warning("out of device memory with %d sequences; going on in batches of at most %d", len(back), batch_size)
+            continue
         done = [s for s, t in zip(new_seqs, tokens) if s.append(t, engine.eos_token_ids, engine.max_model_len)]
         if done:
             batch.remove(done)

@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from runtime.engine_base import DecodeBatch, Engine, Sequence
-from runtime.errors import UsageError
+from runtime.errors import UsageError, is_out_of_memory
 from runtime.settings import ServeSettings
 
 log = logging.getLogger("runtime.engine")
@@ -36,13 +36,6 @@ ENCODER_TYPES = {
     "bert", "roberta", "xlm-roberta", "distilbert", "deberta", "deberta-v2", "mpnet", "electra",
     "albert", "camembert", "modernbert", "nomic_bert", "xlm", "e5", "new",
 }
-
-
-def is_oom(exc: BaseException) -> bool:
-    """An out-of-memory error from the device (CUDA raises a RuntimeError subclass)."""
-    if isinstance(exc, torch.OutOfMemoryError):
-        return True
-    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -401,7 +394,7 @@ class TransformersEngine(Engine):
         try:
             return run(items)
         except Exception as exc:  # noqa: BLE001 - re-raised unless it is an OOM we can split
-            if not is_oom(exc) or len(items) <= 1:
+            if not is_out_of_memory(exc) or len(items) <= 1:
                 raise
         self._empty_cache()
         self.oom_splits += 1
@@ -493,7 +486,9 @@ class TransformersBatch(DecodeBatch):
             return []
         e = self.engine
         with e.device_lock:
-            new = e.prefill([s.prompt_ids for s in seqs])
+            # A sequence taken out of a batch to free memory comes back with its tokens so far:
+            # prefilling them too continues it where it stopped.
+            new = e.prefill([s.prompt_ids + s.output_ids for s in seqs])
             assert new.logits is not None
             new.tokens = e.sample(new.logits, seqs)
             new.logits = None

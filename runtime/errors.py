@@ -4,6 +4,14 @@ into OpenAI-shaped error bodies by the server."""
 from __future__ import annotations
 
 
+def is_out_of_memory(exc: BaseException) -> bool:
+    """An out-of-memory error from the device (torch raises ``torch.OutOfMemoryError``, a
+    RuntimeError subclass; older builds a RuntimeError saying so). Checked without torch."""
+    if type(exc).__name__ == "OutOfMemoryError":
+        return True
+    return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
+
+
 class RuntimeFailure(Exception):
     """Base of every error the runtime raises on purpose."""
 

@@ -35,6 +35,11 @@ class Metrics:
         )
         self.max_batch_size = Gauge("mlshift_max_batch_size", "Most sequences in one batch (configured or probed).", registry=r)
         self.oom_splits = Counter("mlshift_oom_splits", "Batches split in halves after running out of device memory.", registry=r)
+        self.preempted = Counter(
+            "mlshift_preempted_sequences",
+            "Sequences put back in the queue when the batch ran out of device memory (resumed with their tokens so far).",
+            registry=r,
+        )
         self.cancelled = Counter(
             "mlshift_cancelled_requests", "Requests dropped from the queue or the batch because the client went away.", registry=r
         )

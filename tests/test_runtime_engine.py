@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from runtime.engine_base import SamplingParams, Sequence, generate_all
-from runtime.engine_transformers import TransformersEngine, is_oom
+from runtime.engine_transformers import TransformersEngine
+from runtime.errors import is_out_of_memory as is_oom
 from runtime.service import TextStream
 from runtime.settings import ServeSettings
 from runtime_helpers import tiny_encoder, tiny_llama  # noqa: F401
@@ -197,3 +198,66 @@ def test_a_step_that_grows_the_cache_lets_each_old_buffer_go_at_once(
     monkeypatch.setattr(GrowingLayer, "update", spy)
     batch.step()
     assert len(alive) == len(engine.model.model.layers) and alive == [0] * len(alive)
+
+
+@pytest.fixture
+def room_for_two(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A device whose memory holds the caches of four sequences for their first three tokens and
+    of two after that: a step with more runs out of memory, whatever the split (what caches
+    outgrowing the probed memory look like)."""
+    from runtime.engine_transformers import TransformersBatch
+
+    real_step = TransformersBatch.step
+
+    def step(self):  # type: ignore[no-untyped-def]
+        if len(self.seqs) > 2 and max(len(s.output_ids) for s in self.seqs) >= 3:
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 1.00 GiB")
+        return real_step(self)
+
+    monkeypatch.setattr(TransformersBatch, "step", step)
+
+
+def test_a_batch_out_of_memory_goes_on_in_smaller_batches_with_the_same_tokens(engine: TransformersEngine, room_for_two: None) -> None:
+    """The batch runner: the four sequences stop at three tokens and go on two at a time,
+    prefilled with their tokens so far, to the tokens of an uninterrupted run."""
+    expected = reference(engine)
+    s = seqs(engine)
+    done = list(generate_all(engine, s, 4))
+    assert len(done) == 4 and [x.output_ids for x in s] == expected
+
+
+def test_the_server_puts_preempted_requests_back_and_they_resume(engine: TransformersEngine, room_for_two: None) -> None:
+    """The scheduler: 4 requests admitted together, then after a few steps memory runs out; they
+    go back to the queue with their tokens and finish with the tokens of an uninterrupted run."""
+    import threading
+
+    from runtime.batching import Scheduler, Ticket
+    from runtime.metrics import Metrics
+
+    expected = reference(engine)
+    metrics = Metrics()
+    scheduler = Scheduler(engine, max_batch_size=4, max_queue=16, max_wait_s=0.5, metrics=metrics)
+    finished = threading.Semaphore(0)
+    events: list[list[object]] = [[] for _ in PROMPTS]
+
+    def notify(i: int):  # type: ignore[no-untyped-def]
+        def on(event):  # type: ignore[no-untyped-def]
+            events[i].append((event.kind, event.value))
+            if event.kind in ("done", "error"):
+                finished.release()
+        return on
+
+    tickets = [Ticket(notify=notify(i), timeout=60, seq=s, stream_tokens=True) for i, s in enumerate(seqs(engine))]
+    for t in tickets:
+        t.seq.tag = t  # as the service does
+        scheduler.submit(t)
+    scheduler.start()
+    try:
+        for _ in tickets:
+            assert finished.acquire(timeout=60)
+    finally:
+        scheduler.stop()
+    assert [t.seq.output_ids for t in tickets] == expected
+    assert [[v for k, v in e if k == "token"] for e in events] == expected  # each token streamed once
+    assert all(e[-1] == ("done", "length") for e in events)
+    assert metrics.preempted._value.get() >= 4 and scheduler.max_batch_size == 2
