@@ -73,22 +73,33 @@ def test_a_smaller_share_of_the_gpu_probes_a_smaller_batch(wide_mlp_llama: Path)
     tight.close()
 
 
-def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_tokens(wide_mlp_llama: Path) -> None:
-    engine = load(wide_mlp_llama, dtype="float32", max_batch_size=BATCH)
+def uncapped_run(engine: TransformersEngine) -> tuple[list[Sequence], int]:
+    """The long prompts with the whole GPU: the sequences and the peak above what was held."""
     torch.cuda.empty_cache()
     torch.cuda.reset_peak_memory_stats()
     base = torch.cuda.memory_allocated()
-    expected = long_prompts(engine)
-    list(generate_all(engine, expected, BATCH))
-    peak = torch.cuda.max_memory_allocated() - base
+    seqs = long_prompts(engine)
+    list(generate_all(engine, seqs, BATCH))
+    return seqs, torch.cuda.max_memory_allocated() - base
+
+
+def cap_at(extra: int) -> int:
+    """Limit the process to what it holds now plus ``extra`` bytes; returns the cap."""
+    torch.cuda.empty_cache()
+    cap = torch.cuda.memory_reserved() + extra
+    torch.cuda.set_per_process_memory_fraction(cap / torch.cuda.mem_get_info()[1])
+    return cap
+
+
+def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_tokens(wide_mlp_llama: Path) -> None:
+    engine = load(wide_mlp_llama, dtype="float32", max_batch_size=BATCH)
+    expected, peak = uncapped_run(engine)
     assert engine.oom_splits == 0
     kv_bytes = 2 * BATCH * (PROMPT_TOKENS + NEW_TOKENS) * 256 * 4  # keys and values, one layer, float32
 
     # Cap the process a little above what the split run needs and well below the whole batch's peak.
-    torch.cuda.empty_cache()
-    cap = torch.cuda.memory_reserved() + max(peak // 2, 4 * kv_bytes)
-    assert cap < torch.cuda.memory_reserved() + peak, "the model's activations do not outweigh its cache"
-    torch.cuda.set_per_process_memory_fraction(cap / torch.cuda.mem_get_info()[1])
+    assert max(peak // 2, 4 * kv_bytes) < peak, "the model's activations do not outweigh its cache"
+    cap_at(max(peak // 2, 4 * kv_bytes))
     got = long_prompts(engine)
     list(generate_all(engine, got, BATCH))
     assert engine.oom_splits > 0
@@ -99,13 +110,8 @@ def test_a_batch_that_runs_out_of_memory_is_split_and_gives_the_same_tokens(wide
 
 def test_out_of_memory_splits_in_half_precision_finish_every_sequence(wide_mlp_llama: Path) -> None:
     engine = load(wide_mlp_llama, max_batch_size=BATCH)
-    torch.cuda.empty_cache()
-    torch.cuda.reset_peak_memory_stats()
-    base = torch.cuda.memory_allocated()
-    list(generate_all(engine, long_prompts(engine), BATCH))
-    peak = torch.cuda.max_memory_allocated() - base
-    torch.cuda.empty_cache()
-    torch.cuda.set_per_process_memory_fraction((torch.cuda.memory_reserved() + peak // 2) / torch.cuda.mem_get_info()[1])
+    _, peak = uncapped_run(engine)
+    cap_at(peak // 2)
     got = long_prompts(engine)
     done = list(generate_all(engine, got, BATCH))
     assert engine.oom_splits > 0 and len(done) == BATCH
