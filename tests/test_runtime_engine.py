@@ -261,3 +261,28 @@ def test_the_server_puts_preempted_requests_back_and_they_resume(engine: Transfo
     assert [[v for k, v in e if k == "token"] for e in events] == expected  # each token streamed once
     assert all(e[-1] == ("done", "length") for e in events)
     assert metrics.preempted._value.get() >= 4 and scheduler.max_batch_size == 2
+
+
+def test_joining_rows_releases_each_layer_of_the_parts_as_it_goes(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Joining (a sequence joining a batch, halves rejoined after a split) must not hold the parts
+    and the result whole at once: the parts' first layer is gone before the second is copied."""
+    import weakref
+
+    from runtime import engine_transformers as et
+
+    first, second = seqs(engine)[:2]
+    a, b = engine.prefill([first.prompt_ids]), engine.prefill([second.prompt_ids])
+    first_layer = [weakref.ref(t) for part in (a, b) for t in part.kv[0]]
+    second_layer = {id(t) for part in (a, b) for t in part.kv[1]}
+    alive_when_second_copied: list[int] = []
+    real_pad = et._pad_left
+
+    def pad(t, length, dim, value=0):  # type: ignore[no-untyped-def]
+        if id(t) in second_layer:
+            alive_when_second_copied.append(sum(ref() is not None for ref in first_layer))
+        return real_pad(t, length, dim, value)
+
+    monkeypatch.setattr(et, "_pad_left", pad)
+    joined = et.Rows.concat([a, b])
+    del a, b
+    assert len(joined) == 2 and alive_when_second_copied and alive_when_second_copied == [0] * len(alive_when_second_copied)
