@@ -78,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--dtype", choices=("auto", "float16", "bfloat16", "float32"), help="weights' precision (auto: half on GPUs)")
         p.add_argument("--gpu-memory-utilization", type=_fraction, help="share of the GPU's memory this process may use (default 0.9)")
         p.add_argument("--trust-remote-code", action="store_true", default=None, help="run the model repository's own code")
+        p.add_argument("--no-direct-decode", dest="direct_decode", action="store_false", default=None,
+                       help="transformers engine: decode through transformers' modules even for Llama-family models")
         p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
     serve = sub.add_parser("serve", help="run an OpenAI-compatible server")
@@ -122,6 +124,7 @@ def serve_settings(args: argparse.Namespace, base: RuntimeConfig) -> ServeSettin
     s = base.serve.with_overrides(
         engine=args.engine, model=args.model, max_batch_size=args.max_batch_size, max_model_len=args.max_model_len,
         dtype=args.dtype, trust_remote_code=args.trust_remote_code, gpu_memory_utilization=args.gpu_memory_utilization,
+        direct_decode=args.direct_decode,
         host=getattr(args, "host", None), port=getattr(args, "port", None),
         served_model_name=getattr(args, "served_model_name", None), max_queue=getattr(args, "max_queue", None),
         max_wait_ms=getattr(args, "max_wait_ms", None), request_timeout=getattr(args, "request_timeout", None),

@@ -24,6 +24,7 @@ from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from runtime.engine_base import DecodeBatch, Engine, Sequence
 from runtime.errors import UsageError, is_out_of_memory
+from runtime.fast_decode import FastDecoder
 from runtime.settings import ServeSettings
 
 log = logging.getLogger("runtime.engine")
@@ -249,6 +250,7 @@ class TransformersEngine(Engine):
         self.oom_splits = 0
         self._forward_kwargs: dict[str, Any] = {}
         self._sliding_config: Any = None  # the model's config when it has sliding-window layers
+        self.fast: FastDecoder | None = None  # the direct decoding step, when the model has one
 
     # ---------------------------------------------------------------- loading
     def load(self) -> None:
@@ -289,11 +291,33 @@ class TransformersEngine(Engine):
                 self._forward(torch.tensor([[self.pad_id]], device=self.device), torch.ones(1, 1, dtype=torch.long, device=self.device), torch.zeros(1, 1, dtype=torch.long, device=self.device), [])
             except TypeError:
                 self._forward_kwargs = {}
+            if s.direct_decode and self._sliding_config is None:
+                self.fast = self._checked(FastDecoder.build(self.model))
         self.max_batch_size = s.max_batch_size or self._default_batch_size()
         log.info(
             "loaded %s (%s) on %s in %s, context %d, batch size %d",
             s.model, self.task, self.device, str(self.dtype).removeprefix("torch."), self.max_model_len, self.max_batch_size,
         )
+
+    def _checked(self, fast: FastDecoder | None) -> FastDecoder | None:
+        """``fast`` if one decoding step of it gives transformers' logits (on two sequences of
+        different lengths, so padding is covered), else None."""
+        if fast is None:
+            return None
+        prompts = [[self.pad_id + 1 + i % 7 for i in range(n)] for n in (5, 9)]
+        steps = []
+        for candidate in (None, fast):
+            self.fast = candidate
+            rows = self.prefill(prompts)
+            assert rows.logits is not None
+            rows.tokens = rows.logits.argmax(-1)
+            steps.append(self.decode_step(rows).logits)
+        self.fast = None
+        if FastDecoder.agrees(steps[0], steps[1]):
+            log.info("decoding with the direct step for %s", self.model.config.model_type)
+            return fast
+        log.warning("the direct decoding step does not match transformers on this model; decoding through transformers")
+        return None
 
     @staticmethod
     def _eos_ids(model: Any, tokenizer: Any) -> set[int]:
@@ -425,6 +449,9 @@ class TransformersEngine(Engine):
             if r.cache is None:  # rows made by select/concat/trim: a cache over their tensors
                 r.cache = _cache_of(r.kv, self._sliding_config)
             r.let_go()  # a layer's old buffer can then be freed as soon as it has grown into a new one
+            if self.fast is not None and _grows(r.cache):
+                logits = self.fast.step(r.tokens, r.positions, mask, r.cache)
+                return Rows(None, mask, r.positions + 1, logits, r.cache)
             logits, kv, cache = self._forward(r.tokens[:, None], mask, r.positions[:, None], [], r.cache)
             return Rows(kv, mask, r.positions + 1, logits, cache)
 

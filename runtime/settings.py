@@ -36,6 +36,7 @@ class ServeSettings:
     max_wait_ms: float = 5.0
     enable_prefix_caching: bool | None = None
     trust_remote_code: bool = False
+    direct_decode: bool = True  # transformers engine: the direct decoding step for Llama-family models
     extra_args: tuple[str, ...] = ()
     request_timeout: float = 600.0
     max_body_bytes: int = 8 * 1024 * 1024

@@ -18,11 +18,15 @@ from runtime_helpers import tiny_encoder, tiny_llama  # noqa: F401
 PROMPTS = ["Hello world", "The quick brown fox jumps over", "A", "Kubernetes and OpenShift schedule pods onto nodes"]
 
 
-@pytest.fixture(scope="module")
-def engine(tiny_llama: Path) -> TransformersEngine:
-    # float32 on a GPU too: these tests compare tokens exactly (half precision: test_runtime_gpu.py)
-    e = TransformersEngine(ServeSettings(model=str(tiny_llama), dtype="float32"))
+@pytest.fixture(scope="module", params=["direct-decode", "transformers-decode"])
+def engine(tiny_llama: Path, request: pytest.FixtureRequest) -> TransformersEngine:
+    """Every test runs with both decoding steps: the direct one (runtime/fast_decode.py) and
+    transformers' modules. float32 on a GPU too: these tests compare tokens exactly (half
+    precision: test_runtime_gpu.py)."""
+    direct = request.param == "direct-decode"
+    e = TransformersEngine(ServeSettings(model=str(tiny_llama), dtype="float32", direct_decode=direct))
     e.load()
+    assert (e.fast is not None) == direct
     return e
 
 
@@ -77,21 +81,26 @@ def test_a_sequence_can_join_and_leave_a_running_batch(engine: TransformersEngin
 
 def test_out_of_memory_batches_are_split_in_halves_and_retried(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> None:
     expected = reference(engine)
-    real = engine._forward
     sizes: list[int] = []
+    decode_sizes: list[int] = []
 
-    def forward_that_fits_two(ids, mask, positions, kv, cache=None):  # type: ignore[no-untyped-def]
-        sizes.append(ids.shape[0])
-        if ids.shape[0] > 2:
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(ids, mask, positions, kv, cache)
+    def fits_two(real, rows_of, seen):  # type: ignore[no-untyped-def]
+        def run(*args):  # type: ignore[no-untyped-def]
+            seen.append(rows_of(args))
+            if rows_of(args) > 2:
+                raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+            return real(*args)
+        return run
 
-    monkeypatch.setattr(engine, "_forward", forward_that_fits_two)
+    monkeypatch.setattr(engine, "_forward", fits_two(engine._forward, lambda a: a[0].shape[0], sizes))
+    if engine.fast is not None:  # decoding steps do not go through _forward then
+        monkeypatch.setattr(engine.fast, "step", fits_two(engine.fast.step, lambda a: a[0].shape[0], decode_sizes))
     engine.oom_splits = 0
     s = seqs(engine)
     list(generate_all(engine, s, 4))
     assert [x.output_ids for x in s] == expected
-    assert engine.oom_splits > 0 and 4 in sizes and max(sizes) == 4
+    steps = decode_sizes if engine.fast is not None else sizes
+    assert engine.oom_splits > 0 and 4 in sizes and max(sizes) == 4 and 4 in steps and 2 in steps
 
 
 def test_out_of_memory_on_a_single_sequence_is_raised(engine: TransformersEngine, monkeypatch: pytest.MonkeyPatch) -> None:

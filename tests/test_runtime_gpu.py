@@ -53,6 +53,7 @@ def test_loads_in_half_precision_and_probes_a_batch_size(tiny_llama: Path) -> No
     assert engine.device.type == "cuda"
     assert engine.dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16)
     assert next(engine.model.parameters()).dtype == engine.dtype
+    assert engine.fast is not None  # the direct decoding step agreed with transformers' in half precision
     assert engine.probed_batch_size == engine.max_batch_size
     assert 1 <= engine.max_batch_size <= GPU_BATCH_CAP
     figures = engine.probe_figures
