@@ -125,6 +125,7 @@ def runtime_config_from(config: Any) -> RuntimeConfig:
         max_wait_ms=inf.max_wait_ms,
         enable_prefix_caching=inf.enable_prefix_caching,
         trust_remote_code=inf.trust_remote_code,
+        direct_decode=inf.direct_decode,
         extra_args=tuple(inf.extra_args),
         request_timeout=float(inf.request_timeout),
         health_path=inf.health_check,

@@ -106,8 +106,9 @@ def test_a_deployment_config_drives_the_runtime(tmp_path: Path) -> None:
     assert s.ready_path == "/health"
     assert (rc.batch.input, rc.batch.max_tokens) == ("/data/in.jsonl", 32)
     assert rc.tracking.enabled and rc.tracking.project == "llama-chat" and rc.tracking.tags == ("nightly",)
-    transformers = load_deployment_config(_with(path, "engine: vllm", "engine: transformers\n  readiness_check: /ready")).serve
-    assert (transformers.engine, transformers.ready_path) == ("transformers", "/ready")
+    assert s.direct_decode is True
+    transformers = load_deployment_config(_with(path, "engine: vllm", "engine: transformers\n  readiness_check: /ready\n  direct_decode: false")).serve
+    assert (transformers.engine, transformers.ready_path, transformers.direct_decode) == ("transformers", "/ready", False)
 
 
 def _with(path: Path, old: str, new: str) -> Path:
