@@ -7,9 +7,10 @@ from __future__ import annotations
 import asyncio
 import base64
 import struct
-import time
+import threading
+from collections import deque
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from runtime import protocol as p
@@ -37,11 +38,11 @@ class TextStream:
         self._prefix = 0
         self._read = 0
 
-    def push(self, token: int) -> str:
-        """Add a token; return the text that may be released now."""
+    def push(self, *tokens: int) -> str:
+        """Add tokens; return the text that may be released now."""
         if self.stopped:
             return ""
-        self.ids.append(token)
+        self.ids.extend(tokens)
         before = self.decode(self.ids[self._prefix : self._read])
         after = self.decode(self.ids[self._prefix :])
         if len(after) > len(before) and not after.endswith("\ufffd"):
@@ -71,6 +72,34 @@ class TextStream:
         return out
 
 
+class Mailbox:
+    """Events from the device thread to the event loop's queues, with one wake-up of the loop
+    for all the events posted before it runs (a decoding step of 16 streams is one wake-up, not
+    16). Order is kept per queue."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop):
+        self.loop = loop
+        self._items: deque[tuple[asyncio.Queue[Event], Event]] = deque()
+        self._lock = threading.Lock()
+        self._scheduled = False
+
+    def post(self, queue: asyncio.Queue[Event], event: Event) -> None:
+        with self._lock:
+            self._items.append((queue, event))
+            if self._scheduled:
+                return
+            self._scheduled = True
+        self.loop.call_soon_threadsafe(self._deliver)
+
+    def _deliver(self) -> None:
+        with self._lock:
+            items = list(self._items)
+            self._items.clear()
+            self._scheduled = False
+        for queue, event in items:
+            queue.put_nowait(event)
+
+
 @dataclass
 class Job:
     """One sequence on its way through the scheduler, seen from the event loop."""
@@ -79,6 +108,8 @@ class Job:
     queue: asyncio.Queue[Event]
     text: TextStream | None
     prompt_tokens: int
+    # What ends the wait if the device thread never answers (one timer, not one per event).
+    watchdog: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
 class Service:
@@ -88,6 +119,7 @@ class Service:
         self.metrics = metrics
         self.model_name = model_name
         self.request_timeout = request_timeout
+        self._mailbox: Mailbox | None = None
 
     # ---------------------------------------------------------------- checks
     def check_model(self, model: str) -> None:
@@ -151,41 +183,58 @@ class Service:
     # ---------------------------------------------------------------- generation
     def _submit(self, ids: list[int], params: SamplingParams, stops: list[str], stream: bool) -> Job:
         loop = asyncio.get_running_loop()
+        if self._mailbox is None or self._mailbox.loop is not loop:
+            self._mailbox = Mailbox(loop)
+        post = self._mailbox.post
         queue: asyncio.Queue[Event] = asyncio.Queue()
-        ticket = Ticket(notify=lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev), timeout=self.request_timeout)
+        ticket = Ticket(notify=lambda ev: post(queue, ev), timeout=self.request_timeout)
         ticket.seq = Sequence(prompt_ids=ids, params=params, tag=ticket)
         # Tokens travel one by one only when someone looks at them (streams, stop strings).
         ticket.stream_tokens = stream or bool(stops)
         self.scheduler.submit(ticket)
-        return Job(ticket, queue, TextStream(self.engine.decode, stops), len(ids))
+        job = Job(ticket, queue, TextStream(self.engine.decode, stops), len(ids))
+        stuck = Event("error", RequestTimeout(ticket.timeout))
+        job.watchdog = loop.call_at(loop.time() + ticket.timeout + 1.0, queue.put_nowait, stuck)
+        return job
 
     async def _events(self, job: Job) -> AsyncIterator[tuple[str, str | None]]:
-        """(text delta, finish reason or None) until the sequence ends."""
+        """(text delta, finish reason or None) until the sequence ends. Tokens that arrived
+        together (the loop was busy for a step or more) go out as one delta."""
         assert job.text is not None
-        deadline = job.ticket.deadline + 1.0
-        while True:
-            remaining = deadline - time.monotonic()
-            try:
-                ev = await asyncio.wait_for(job.queue.get(), timeout=max(remaining, 0.001))
-            except asyncio.TimeoutError:
-                raise RequestTimeout(job.ticket.timeout) from None
-            if ev.kind == "done" and not job.ticket.stream_tokens:
-                assert job.ticket.seq is not None
-                yield self.engine.decode(job.ticket.seq.output_ids), ev.value
-                return
-            if ev.kind == "token":
-                delta = job.text.push(ev.value)
+        try:
+            while True:
+                events = [await job.queue.get()]
+                while not job.queue.empty():
+                    events.append(job.queue.get_nowait())
+                tokens: list[int] = []
+                end: Event | None = None  # "done" or "error": nothing comes after it
+                for ev in events:
+                    if ev.kind != "token":
+                        end = ev
+                        break
+                    tokens.append(ev.value)
+                delta = job.text.push(*tokens) if tokens else ""
                 if job.text.stopped:
                     self.scheduler.cancel(job.ticket, stop_string=True)
                     yield delta + job.text.finish(), "stop"
                     return
-                if delta:
-                    yield delta, None
-            elif ev.kind == "done":
-                yield job.text.finish(), ev.value
-                return
-            else:
-                raise ev.value
+                if end is None:
+                    if delta:
+                        yield delta, None
+                elif end.kind == "done":
+                    if not job.ticket.stream_tokens:
+                        assert job.ticket.seq is not None
+                        yield self.engine.decode(job.ticket.seq.output_ids), end.value
+                    else:
+                        yield delta + job.text.finish(), end.value
+                    return
+                else:
+                    if delta:
+                        yield delta, None
+                    raise end.value
+        finally:
+            if job.watchdog is not None:
+                job.watchdog.cancel()
 
     def _account(self, jobs: list[Job], endpoint: str) -> p.Usage:
         prompt = sum(j.prompt_tokens for j in jobs)
