@@ -47,12 +47,14 @@ docs: $(VENV)/.setup-done
 bench: $(VENV)/.test-done
 	$(PY) bench/bench_render.py
 	$(PY) bench/bench_wizard_startup.py
+	$(PY) bench/bench_decode_step.py
 	$(PY) bench/bench_serving.py
 	$(PY) bench/bench_batch.py
 
 bench-gpu: $(VENV)/.test-done
-	$(PY) -m pytest tests/test_runtime_gpu.py tests/test_runtime_engine.py tests/test_runtime_server.py tests/test_runtime_batch.py
+	$(PY) -m pytest tests/test_runtime_gpu.py tests/test_runtime_engine.py tests/test_runtime_fast_decode.py tests/test_runtime_server.py tests/test_runtime_batch.py
 	$(PY) bench/bench_gpu_memory.py
+	$(PY) bench/bench_decode_step.py --size 1b
 	$(PY) bench/bench_serving.py --size 1b --requests 256 --concurrency 64 --max-tokens 128 --one-at-a-time-requests 16
 	$(PY) bench/bench_batch.py --size 1b
 
