@@ -16,5 +16,5 @@ def test_decode_step_benchmark_compares_both_paths_on_the_same_tokens() -> None:
         cwd=ROOT, capture_output=True, text=True, timeout=300,
     )
     assert r.returncode == 0, r.stderr[-2000:]
-    lines = [line for line in r.stdout.splitlines() if "direct / modules" in line]
+    lines = [line for line in r.stdout.splitlines() if "same tokens" in line]
     assert len(lines) == 2 and all("same tokens: yes" in line for line in lines)
