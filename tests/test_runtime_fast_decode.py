@@ -147,3 +147,19 @@ def test_the_flag_turns_the_direct_step_off(tiny_llama: Path) -> None:
         args = build_parser().parse_args(["serve", "--model", str(tiny_llama), *argv])
         assert serve_settings(args, RuntimeConfig()).direct_decode is expected
     assert load(tiny_llama, direct_decode=False).fast is None
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="exact on a CPU; GPU kernels may round differently (test_runtime_gpu.py)")
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_half_precision_takes_the_direct_step_to_the_same_tokens(tiny_llama: Path, dtype: str) -> None:
+    """The load-time check accepts half precision (its tolerance is looser there), and on a CPU
+    both paths give the same tokens, as they do the same arithmetic."""
+    outputs = []
+    for direct in (True, False):
+        engine = TransformersEngine(ServeSettings(model=str(tiny_llama), dtype=dtype, direct_decode=direct))  # type: ignore[arg-type]
+        engine.load()
+        assert (engine.fast is not None) == direct and engine.model.dtype == getattr(torch, dtype)
+        seqs = [Sequence(prompt_ids=engine.encode(p), params=SamplingParams(max_tokens=24, ignore_eos=True)) for p in PROMPTS]
+        list(generate_all(engine, seqs, 3))
+        outputs.append([s.output_ids for s in seqs])
+    assert outputs[0] == outputs[1]
