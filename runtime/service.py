@@ -249,6 +249,8 @@ class Service:
     def cancel(self, jobs: list[Job]) -> None:
         for job in jobs:
             self.scheduler.cancel(job.ticket)
+            if job.watchdog is not None:
+                job.watchdog.cancel()
 
     def start_completion(self, req: p.CompletionRequest) -> list[Job]:
         self.check_model(req.model)
