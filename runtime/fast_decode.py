@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 log = logging.getLogger("runtime.engine")
 
-# model_type -> the transformers classes of its causal LM, decoder layer, attention, MLP, norm.
+# model_type -> the prefix of its transformers classes (LlamaForCausalLM, LlamaDecoderLayer, LlamaAttention, ...).
 FAMILIES = {
     "llama": "Llama",
     "mistral": "Mistral",
