@@ -1,4 +1,4 @@
-"""A direct decoding step for Llama-family models (Llama, Mistral, Qwen2).
+"""A direct decoding step for Llama-family models (Llama, Mistral, Qwen2, Qwen3).
 
 A decoding step feeds one token per sequence. Its matrix products are small, so a step through
 transformers' modules spends as much time in the modules' own bookkeeping (hundreds of small
@@ -31,6 +31,7 @@ FAMILIES = {
     "llama": "Llama",
     "mistral": "Mistral",
     "qwen2": "Qwen2",
+    "qwen3": "Qwen3",  # Llama's layer plus an RMS norm over each head of the queries and keys
 }
 
 
@@ -53,6 +54,9 @@ def _unsupported(model: Any) -> str | None:
             type(layer.input_layernorm): f"{prefix}RMSNorm",
             type(layer.post_attention_layernorm): f"{prefix}RMSNorm",
         })
+        for name in ("q_norm", "k_norm"):
+            if hasattr(layer.self_attn, name):
+                expected[type(getattr(layer.self_attn, name))] = f"{prefix}RMSNorm"
     expected[type(inner.norm)] = f"{prefix}RMSNorm"
     for cls, name in expected.items():
         if cls.__name__ != name or not cls.__module__.startswith("transformers.models."):
@@ -91,6 +95,7 @@ class FastDecoder:
         self.head_dim = attn.head_dim
         self.group = self.heads // self.kv_heads
         self.scaling = attn.scaling
+        self.head_norms = hasattr(attn, "q_norm")
 
     @classmethod
     def build(cls, model: Any) -> "FastDecoder | None":
@@ -123,6 +128,8 @@ class FastDecoder:
             q = a.q_proj(h).view(rows, self.heads, self.head_dim)
             k = a.k_proj(h).view(rows, self.kv_heads, self.head_dim)
             v = a.v_proj(h).view(rows, self.kv_heads, self.head_dim)
+            if self.head_norms:
+                q, k = self._rms(q, a.q_norm), self._rms(k, a.k_norm)
             q = self._rotate(q, cos, sin)
             k = self._rotate(k, cos, sin)
             keys, values = cached.update(k[:, :, None], v[:, :, None])

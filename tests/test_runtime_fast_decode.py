@@ -48,6 +48,8 @@ FAMILIES = {
         "rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0,
         "original_max_position_embeddings": 64}}),
     "qwen2": ("Qwen2Config", "Qwen2ForCausalLM", {**SMALL, "num_attention_heads": 4, "num_key_value_heads": 2}),
+    # a norm over each query and key head
+    "qwen3": ("Qwen3Config", "Qwen3ForCausalLM", {**SMALL, "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 32}),
     "mistral": ("MistralConfig", "MistralForCausalLM", {**SMALL, "num_attention_heads": 4, "num_key_value_heads": 1,
                                                          "sliding_window": None}),
 }

@@ -379,7 +379,7 @@ class Inference(Strict):
     max_wait_ms: float = Field(5.0, ge=0.0, le=10000.0, description="How long the transformers engine waits to fill a batch.")
     enable_prefix_caching: bool | None = Field(None, description="vLLM prefix caching; default vLLM's.")
     trust_remote_code: bool = False
-    direct_decode: bool = Field(True, description="The transformers engine's direct decoding step for Llama, Mistral and Qwen2 models (checked against transformers at start-up); false decodes through transformers' modules.")
+    direct_decode: bool = Field(True, description="The transformers engine's direct decoding step for Llama, Mistral, Qwen2 and Qwen3 models (checked against transformers at start-up); false decodes through transformers' modules.")
     extra_args: list[str] = Field(default_factory=list, description="Further arguments passed to vLLM's server word for word.")
 
     @field_validator("endpoint", "health_check", "readiness_check", "metrics")
