@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch.nn import functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 log = logging.getLogger("runtime.engine")
 
@@ -110,29 +111,23 @@ class FastDecoder:
         # transformers' LlamaRMSNorm: in float32, then back to the input's dtype, times the weight.
         return norm.weight * F.rms_norm(x.float(), (x.shape[-1],), eps=norm.variance_epsilon).to(x.dtype)
 
-    @staticmethod
-    def _rotate(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-        half = x.shape[-1] // 2
-        return x * cos + torch.cat((-x[..., half:], x[..., :half]), dim=-1) * sin
-
     def step(self, tokens: torch.Tensor, positions: torch.Tensor, mask: torch.Tensor, cache: Any) -> torch.Tensor:
         """Logits ``[B, V]`` for ``tokens`` ``[B]`` at ``positions`` ``[B]``; ``mask`` ``[B, L+1]``
         covers the cache and the new token; each layer of ``cache`` (growing) gains one position."""
         rows = tokens.shape[0]
         x = self.embed(tokens[:, None])  # [B, 1, hidden]
-        cos, sin = self.rotary(x, positions[:, None])  # [B, 1, head_dim]
+        cos, sin = self.rotary(x, positions[:, None])  # [B, 1, head_dim], for q and k as [B, heads, 1, head_dim]
         attend = mask.bool()[:, None, None, :]  # [B, 1, 1, L+1], shared by every head
         for layer, cached in zip(self.layers, cache.layers):
             a = layer.self_attn
             h = self._rms(x, layer.input_layernorm)
-            q = a.q_proj(h).view(rows, self.heads, self.head_dim)
-            k = a.k_proj(h).view(rows, self.kv_heads, self.head_dim)
-            v = a.v_proj(h).view(rows, self.kv_heads, self.head_dim)
+            q = a.q_proj(h).view(rows, self.heads, 1, self.head_dim)
+            k = a.k_proj(h).view(rows, self.kv_heads, 1, self.head_dim)
+            v = a.v_proj(h).view(rows, self.kv_heads, 1, self.head_dim)
             if self.head_norms:
                 q, k = self._rms(q, a.q_norm), self._rms(k, a.k_norm)
-            q = self._rotate(q, cos, sin)
-            k = self._rotate(k, cos, sin)
-            keys, values = cached.update(k[:, :, None], v[:, :, None])
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)  # transformers' own (the same in each family)
+            keys, values = cached.update(k, v)
             # One query per sequence: the heads sharing a key/value head become its queries
             # (transformers' pack_gqa), so keys and values are never repeated.
             out = F.scaled_dot_product_attention(
