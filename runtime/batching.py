@@ -5,6 +5,13 @@ The worker waits for the first request, then up to ``max_wait`` for the batch to
 requests that arrive join it between two steps and finished, cancelled or timed-out ones leave
 it, so a batch never waits for its slowest member (iteration-level scheduling). Beyond
 ``max_queue`` waiting requests, :meth:`Scheduler.submit` raises :class:`QueueFull` (HTTP 429).
+
+One request's failure is its own. A sequence the engine fails on (its sampling raised, say)
+leaves the batch with the error and the others go on. When a whole forward pass fails for a
+reason other than memory, the batch is rebuilt one sequence at a time, each prefilled alone with
+its tokens so far: the ones that fail alone get the error, the others go on together. A request
+that was in ``MAX_BATCH_FAILURES`` failed batches fails too, so a fault that only shows in
+company cannot loop forever.
 """
 
 from __future__ import annotations
@@ -22,10 +29,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.engine_base import Engine, Sequence
-from runtime.errors import QueueFull, RequestError, RequestTimeout, is_out_of_memory
+from runtime.errors import QueueFull, RequestError, RequestTimeout, SequenceFailed, is_out_of_memory, one_line
 from runtime.metrics import Metrics
 
 log = logging.getLogger("runtime.batching")
+
+MAX_BATCH_FAILURES = 2
 
 
 @dataclass
@@ -47,6 +56,7 @@ class Ticket:
     first_token_at: float | None = None
     cancelled: bool = False
     stopped_early: bool = False  # ended by a stop string, not by the client
+    batch_failures: int = 0  # failed forward passes this request was part of
 
     @property
     def deadline(self) -> float:
@@ -70,6 +80,7 @@ class Scheduler:
         self._thread: threading.Thread | None = None
         self._future: Future[None] | None = None
         self._avg_request_s = 1.0
+        self.failure: str | None = None  # why the device loop stopped, if it did
 
     # ---------------------------------------------------------------- caller side
     def start(self, executor: Executor | None = None) -> None:
@@ -124,8 +135,11 @@ class Scheduler:
         def run() -> None:
             try:
                 target()
-            except Exception:  # pragma: no cover - a bug; keep the reason in the log
+            except Exception as exc:  # a bug: keep the reason, fail liveness (the pod restarts)
                 log.exception("the device worker stopped")
+                self.failure = one_line(exc)
+                for ticket in self._drain():
+                    ticket.notify(Event("error", RequestError("The server's device worker stopped.", status=503, type="service_unavailable")))
         return run
 
     def _drain(self) -> list[Ticket]:
@@ -185,23 +199,8 @@ class Scheduler:
                 if not self._wait_for_work(busy=bool(batch.seqs)):
                     break
                 new = self._take(self.max_batch_size - len(batch.seqs))
-            stepped = new if new else [s.tag for s in batch.seqs]
+            batch, stepped, tokens = self._advance(batch, new)
             if not stepped:
-                continue
-            try:
-                if new:
-                    tokens = batch.add([t.seq for t in new])
-                else:
-                    tokens = batch.step()
-            except Exception as exc:  # noqa: BLE001 - the requests get the error, the server lives on
-                everyone = {id(s.tag): s.tag for s in batch.seqs} | {id(t): t for t in stepped}
-                batch = engine.new_batch()  # what the old one held on the device is released
-                if is_out_of_memory(exc) and len(everyone) > 1:
-                    self._preempt(list(everyone.values()))
-                    continue
-                log.exception("a batch of %d failed", len(everyone))
-                for ticket in everyone.values():
-                    ticket.notify(Event("error", _device_error(exc)))
                 continue
             self.metrics.batch_size.observe(len(stepped))
             self.metrics.running.set(len(batch.seqs))
@@ -216,6 +215,10 @@ class Scheduler:
                 if ticket.first_token_at is None:
                     ticket.first_token_at = now
                 reason = seq.append(token, engine.eos_token_ids, engine.max_model_len)
+                if reason == "error":
+                    leaving.append(seq)
+                    ticket.notify(Event("error", SequenceFailed(seq.error or "unknown")))
+                    continue
                 if ticket.stream_tokens and not ticket.cancelled:
                     ticket.notify(Event("token", token))
                 if reason:
@@ -239,6 +242,52 @@ class Scheduler:
                 self.metrics.running.set(len(batch.seqs))
         for seq in batch.seqs:
             seq.tag.notify(Event("error", RequestError("The server is shutting down.", status=503, type="service_unavailable")))
+
+    def _advance(self, batch: Any, new: list[Ticket]) -> tuple[Any, list[Ticket], list[int]]:
+        """Join ``new`` to the batch (or step it when there is nothing new): the batch after,
+        the tickets that got a token, and their tokens. A failure is contained here."""
+        stepped = new if new else [s.tag for s in batch.seqs]
+        if not stepped:
+            return batch, [], []
+        try:
+            tokens = batch.add([t.seq for t in new]) if new else batch.step()
+            return batch, stepped, tokens
+        except Exception as exc:  # noqa: BLE001 - the requests get the error, the server lives on
+            everyone = list(({id(s.tag): s.tag for s in batch.seqs} | {id(t): t for t in stepped}).values())
+            batch = self.engine.new_batch()  # what the old one held on the device is released
+            if is_out_of_memory(exc) and len(everyone) > 1:
+                self._preempt(everyone)
+                return batch, [], []
+            if is_out_of_memory(exc) or len(everyone) == 1:
+                log.warning("a request failed alone: %s", one_line(exc))
+                for ticket in everyone:
+                    ticket.notify(Event("error", _device_error(exc)))
+                return batch, [], []
+            return self._one_by_one(everyone, exc)
+
+    def _one_by_one(self, tickets: list[Ticket], exc: Exception) -> tuple[Any, list[Ticket], list[int]]:
+        """A forward pass of several sequences failed: prefill each alone, with its tokens so
+        far, into a new batch. The ones that fail alone (or were in too many failed batches)
+        get the error; the rest go on, together."""
+        log.warning("a batch of %d failed (%s); running each request alone to find which", len(tickets), one_line(exc))
+        batch = self.engine.new_batch()
+        stepped: list[Ticket] = []
+        tokens: list[int] = []
+        for ticket in tickets:
+            ticket.batch_failures += 1
+            if ticket.cancelled:
+                continue
+            if ticket.batch_failures >= MAX_BATCH_FAILURES:
+                ticket.notify(Event("error", _device_error(exc)))
+                continue
+            try:
+                tokens += batch.add([ticket.seq])
+            except Exception as alone:  # noqa: BLE001 - this request fails; the others go on
+                log.warning("a request failed alone: %s", one_line(alone))
+                ticket.notify(Event("error", _device_error(alone)))
+                continue
+            stepped.append(ticket)
+        return batch, stepped, tokens
 
     def _preempt(self, tickets: list[Ticket]) -> None:
         """The batch ran out of device memory even after splitting (what it keeps between steps
@@ -264,24 +313,34 @@ class Scheduler:
                 tickets = self._take(self.max_batch_size)
             if not tickets:
                 continue
-            inputs = [ids for t in tickets for ids in (t.inputs or [])]
-            try:
-                vectors = engine.embed(inputs)
-            except Exception as exc:  # noqa: BLE001
-                log.exception("an embedding batch of %d failed", len(inputs))
+            self._embed(tickets)
+
+    def _embed(self, tickets: list[Ticket]) -> None:
+        """Embed the tickets' inputs in one pass; if it fails, each ticket alone (so one bad
+        request fails alone)."""
+        engine = self.engine
+        inputs = [ids for t in tickets for ids in (t.inputs or [])]
+        try:
+            vectors = engine.embed(inputs)
+        except Exception as exc:  # noqa: BLE001 - the requests get the error, the server lives on
+            if len(tickets) > 1:
+                log.warning("an embedding batch of %d failed (%s); embedding each request alone", len(inputs), one_line(exc))
                 for t in tickets:
-                    t.notify(Event("error", _device_error(exc)))
-                continue
-            self.metrics.batch_size.observe(len(inputs))
-            if engine.oom_splits:
-                self.metrics.oom_splits.inc(engine.oom_splits)
-                engine.oom_splits = 0
-            start = 0
-            now = time.monotonic()
-            for t in tickets:
-                t.first_token_at = now
-                t.notify(Event("embedding", vectors[start : start + t.size]))
-                start += t.size
+                    self._embed([t])
+                return
+            log.warning("an embedding request failed alone: %s", one_line(exc))
+            tickets[0].notify(Event("error", _device_error(exc)))
+            return
+        self.metrics.batch_size.observe(len(inputs))
+        if engine.oom_splits:
+            self.metrics.oom_splits.inc(engine.oom_splits)
+            engine.oom_splits = 0
+        start = 0
+        now = time.monotonic()
+        for t in tickets:
+            t.first_token_at = now
+            t.notify(Event("embedding", vectors[start : start + t.size]))
+            start += t.size
 
 
 def _device_error(exc: Exception) -> RequestError:
@@ -290,4 +349,4 @@ def _device_error(exc: Exception) -> RequestError:
             "The device ran out of memory for this request alone; send a shorter prompt or fewer tokens.",
             status=503, type="service_unavailable", code="out_of_memory",
         )
-    return RequestError("The model failed on this batch.", status=500, type="server_error", code="engine_error")
+    return SequenceFailed(one_line(exc))

@@ -90,6 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--max-queue", type=_positive, help="requests waiting beyond the batch before 429 (default 256)")
     serve.add_argument("--max-wait-ms", type=float, help="how long an idle server waits to fill a batch (default 5)")
     serve.add_argument("--request-timeout", type=_positive_float, help="seconds one request may take (default 600)")
+    serve.add_argument("--header-timeout", type=_positive_float, help="seconds a client has to send a request's headers (default 10)")
+    serve.add_argument("--body-timeout", type=_positive_float, help="longest silence while a request body arrives, in seconds (default 30)")
 
     batch = sub.add_parser("batch", help="generate for every line of a JSON Lines file, resumably")
     common(batch)
@@ -128,6 +130,7 @@ def serve_settings(args: argparse.Namespace, base: RuntimeConfig) -> ServeSettin
         host=getattr(args, "host", None), port=getattr(args, "port", None),
         served_model_name=getattr(args, "served_model_name", None), max_queue=getattr(args, "max_queue", None),
         max_wait_ms=getattr(args, "max_wait_ms", None), request_timeout=getattr(args, "request_timeout", None),
+        header_timeout=getattr(args, "header_timeout", None), body_timeout=getattr(args, "body_timeout", None),
     )
     s = s.with_overrides(api_key=api_key_from_env())
     if not s.model:
@@ -157,7 +160,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _need_runtime_extra()
     import uvicorn
 
-    from runtime.server import create_app
+    from runtime.server import create_app, uvicorn_config
 
     failure: list[str] = []
     server: uvicorn.Server | None = None
@@ -168,10 +171,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
             server.should_exit = True
 
     app = create_app(settings, on_load_error=stop)
-    config = uvicorn.Config(
-        app, host=settings.host, port=settings.port, log_level=args.log_level, access_log=args.log_level == "debug",
-        timeout_graceful_shutdown=30,
-    )
+    config = uvicorn_config(app, settings, log_level=args.log_level, access_log=args.log_level == "debug")
     server = uvicorn.Server(config)
     server.run()
     if failure:

@@ -21,13 +21,38 @@ log = logging.getLogger("runtime.engine")
 Task = Literal["generate", "embed"]
 
 
+# Temperatures below this are greedy (as in vLLM): dividing logits by less overflows.
+GREEDY_BELOW = 1e-5
+
+
 @dataclass(frozen=True)
 class SamplingParams:
+    """How one sequence picks its tokens, applied in vLLM's order: logit bias, penalties and
+    ``min_tokens`` on the logits, then temperature, ``top_k``, ``top_p``, ``min_p``."""
+
     max_tokens: int
     temperature: float = 0.0
     top_p: float = 1.0
     seed: int | None = None
     ignore_eos: bool = False
+    top_k: int = -1  # -1 or 0: every token
+    min_p: float = 0.0
+    repetition_penalty: float = 1.0  # over prompt and output tokens (transformers' and vLLM's rule)
+    frequency_penalty: float = 0.0  # over output tokens, times each one's count (OpenAI's rule)
+    presence_penalty: float = 0.0  # over output tokens, once each
+    logit_bias: tuple[tuple[int, float], ...] = ()
+    min_tokens: int = 0  # end-of-sequence tokens are barred until this many were generated
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature < GREEDY_BELOW
+
+    @property
+    def plain_argmax(self) -> bool:
+        """The next token is the argmax of the model's logits as they are."""
+        return self.greedy and not self.logit_bias and self.min_tokens == 0 and (
+            self.repetition_penalty == 1.0 and self.frequency_penalty == 0.0 and self.presence_penalty == 0.0
+        )
 
 
 @dataclass(eq=False)
@@ -40,13 +65,18 @@ class Sequence:
     finish_reason: str | None = None
     tag: Any = None  # the caller's handle (a request, an input record)
     engine_state: Any = None  # engine-private (a random generator, for example)
+    error: str | None = None  # why this sequence alone failed (set by the engine; ends it)
 
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
 
     def append(self, token: int, eos_ids: frozenset[int], max_model_len: int) -> str | None:
-        """Record one generated token; return and remember why the sequence ends, if it does."""
+        """Record one generated token; return and remember why the sequence ends, if it does
+        (``"error"``, without the token, when the engine failed on this sequence)."""
+        if self.error is not None:
+            self.finish_reason = "error"
+            return self.finish_reason
         self.output_ids.append(token)
         if not self.params.ignore_eos and token in eos_ids:
             self.finish_reason = "stop"

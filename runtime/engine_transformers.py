@@ -23,7 +23,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoTokeni
 from transformers.cache_utils import DynamicCache, DynamicLayer
 
 from runtime.engine_base import DecodeBatch, Engine, Sequence
-from runtime.errors import UsageError, is_out_of_memory
+from runtime.errors import UsageError, is_out_of_memory, one_line
 from runtime.fast_decode import FastDecoder
 from runtime.settings import ServeSettings
 
@@ -53,6 +53,24 @@ def is_generative(config: Any) -> bool:
     if archs:
         return any(a.endswith(("ForCausalLM", "LMHeadModel", "ForConditionalGeneration")) for a in archs)
     return config.model_type not in ENCODER_TYPES
+
+
+def distribution(logits: torch.Tensor, p: Any) -> torch.Tensor:
+    """The probabilities to draw from for one row of (shaped) float logits: temperature, then
+    ``top_k``, ``top_p`` and ``min_p``, in vLLM's order. The most likely token always stays."""
+    row = logits / p.temperature
+    if 0 < p.top_k < row.shape[0]:
+        kth = torch.topk(row, p.top_k).values[-1]
+        row = row.masked_fill(row < kth, -float("inf"))
+    probs = torch.softmax(row, dim=-1)
+    if p.top_p < 1.0:
+        sorted_probs, order = probs.sort(descending=True)
+        keep = sorted_probs.cumsum(-1) - sorted_probs < p.top_p
+        keep[0] = True  # a top_p too small for float32 still keeps the most likely token
+        probs = torch.zeros_like(probs).scatter(0, order, sorted_probs * keep)
+    if p.min_p > 0:
+        probs = probs.masked_fill(probs < p.min_p * probs.max(), 0)
+    return probs
 
 
 # --------------------------------------------------------------------------- padded tensors
@@ -460,24 +478,50 @@ class TransformersEngine(Engine):
 
     @torch.inference_mode()
     def sample(self, logits: torch.Tensor, seqs: list[Sequence]) -> torch.Tensor:
+        """The next token of each row: the argmax where that is all a sequence asks for, else
+        :meth:`sample_row`. A row that fails marks its sequence alone (``seq.error``); the rest
+        of the batch goes on."""
         tokens = logits.argmax(dim=-1)
         for i, seq in enumerate(seqs):
-            p = seq.params
-            if p.temperature <= 0:
+            if seq.params.plain_argmax:
                 continue
-            if seq.engine_state is None:
-                gen = torch.Generator(device=logits.device)
-                gen.manual_seed(p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,))))
-                seq.engine_state = gen
-            row = logits[i].float() / p.temperature
-            probs = torch.softmax(row, dim=-1)
-            if p.top_p < 1.0:
-                sorted_probs, order = probs.sort(descending=True)
-                keep = sorted_probs.cumsum(-1) - sorted_probs < p.top_p
-                sorted_probs = sorted_probs * keep
-                probs = torch.zeros_like(probs).scatter(0, order, sorted_probs)
-            tokens[i] = torch.multinomial(probs, 1, generator=seq.engine_state)[0]
+            try:
+                tokens[i] = self.sample_row(logits[i], seq)
+            except Exception as exc:  # noqa: BLE001 - this sequence fails; the batch goes on
+                seq.error = one_line(exc)
+                log.warning("sampling failed for one sequence (%s); it alone ends with an error", seq.error)
         return tokens
+
+    def sample_row(self, logits: torch.Tensor, seq: Sequence) -> int:
+        """One sequence's next token from its logits ``[V]`` (see :class:`SamplingParams`)."""
+        p = seq.params
+        row = self.shape_logits(logits, seq)
+        if p.greedy:
+            return int(row.argmax())
+        if seq.engine_state is None:
+            gen = torch.Generator(device=row.device)
+            gen.manual_seed(p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,))))
+            seq.engine_state = gen
+        return int(torch.multinomial(distribution(row, p), 1, generator=seq.engine_state)[0])
+
+    def shape_logits(self, logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
+        """A float copy of one row's logits with the sequence's bias, penalties and
+        ``min_tokens`` applied (vLLM's rules; the repetition penalty is transformers')."""
+        p = seq.params
+        row = logits.float().clone()
+        if p.logit_bias:
+            ids = torch.tensor([i for i, _ in p.logit_bias], device=row.device)
+            row.index_add_(0, ids, torch.tensor([b for _, b in p.logit_bias], device=row.device))
+        if p.repetition_penalty != 1.0:
+            seen = torch.tensor(seq.prompt_ids + seq.output_ids, device=row.device).unique()
+            values = row[seen]
+            row[seen] = torch.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
+        if (p.frequency_penalty or p.presence_penalty) and seq.output_ids:
+            counts = torch.bincount(torch.tensor(seq.output_ids, device=row.device), minlength=row.shape[0])[: row.shape[0]]
+            row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
+        if p.min_tokens and len(seq.output_ids) < p.min_tokens and self.eos_token_ids:
+            row[torch.tensor(sorted(self.eos_token_ids), device=row.device)] = -float("inf")
+        return row
 
     def new_batch(self) -> DecodeBatch:
         if self.task != "generate":

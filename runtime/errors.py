@@ -12,6 +12,12 @@ def is_out_of_memory(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and "out of memory" in str(exc).lower()
 
 
+def one_line(exc: BaseException) -> str:
+    """``Type: first line of the message`` (for logs and for the one client an error concerns)."""
+    text = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {text[0]}" if text else type(exc).__name__
+
+
 class RuntimeFailure(Exception):
     """Base of every error the runtime raises on purpose."""
 
@@ -56,6 +62,18 @@ class QueueFull(RequestError):
             type="rate_limit_error",
             code="queue_full",
             headers={"Retry-After": str(retry_after)},
+        )
+
+
+class SequenceFailed(RequestError):
+    """The engine failed on this one request (the others in its batch went on)."""
+
+    def __init__(self, reason: str):
+        super().__init__(
+            f"The model failed on this request ({reason}); no other request was affected.",
+            status=500,
+            type="server_error",
+            code="sequence_failed",
         )
 
 

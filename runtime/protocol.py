@@ -1,7 +1,11 @@
 """OpenAI request and response bodies, fields in OpenAI's order.
 
-Unknown request fields are ignored (as OpenAI-compatible servers do); fields this server cannot
-honour are accepted only at their neutral value and refused otherwise (see :func:`unsupported`).
+Requests are strict. A field this server does not know is refused with a 400 naming it, never
+dropped: an ignored parameter would change the output without telling the caller. Fields that
+do not change the output (``user``, ``metadata``, ...) are accepted. Every text must be valid
+Unicode (a lone surrogate such as ``"\\ud800"`` is a 400 naming the field), every number finite,
+and every sampling parameter within the range the engine can really use; fields this server
+cannot honour are accepted only at their neutral value (see :func:`unsupported`).
 """
 
 from __future__ import annotations
@@ -10,41 +14,111 @@ import time
 import uuid
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+# torch.Generator.manual_seed takes [-2**63, 2**64 - 1]; OpenAI documents a 64-bit integer.
+SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
+# Per stop string: a stop is matched in the text as it grows, and held back that long when streaming.
+MAX_STOP_CHARS = 256
+MAX_STOPS = 4
+
+
+def _has_surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
+def _check_text(value: Any) -> None:
+    """Raise if any string in ``value`` (nested in lists and dicts, keys too) is not valid Unicode."""
+    if isinstance(value, str):
+        if _has_surrogate(value):
+            raise ValueError("is not valid Unicode text (it holds a lone surrogate such as \\ud800)")
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            _check_text(item)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_text(key)
+            _check_text(item)
 
 
 class _Request(BaseModel):
-    model_config = ConfigDict(extra="ignore")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _valid_unicode(cls, value: Any, info: ValidationInfo) -> Any:
+        if not isinstance(value, BaseModel):  # nested requests check their own fields
+            _check_text(value)
+        return value
 
 
 class StreamOptions(_Request):
     include_usage: bool = False
+    continuous_usage_stats: bool = False  # vLLM's; accepted, usage comes at the end
 
 
 Stop = Union[str, list[str], None]
 
 
-class CompletionRequest(_Request):
-    model: str
-    prompt: Union[str, list[str], list[int], list[list[int]]]
-    best_of: int | None = None
-    echo: bool = False
+class _Sampling(_Request):
+    """What completions and chat share: sampling parameters (OpenAI's, then vLLM's extensions)
+    and fields that change nothing in the output."""
+
     frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
     logit_bias: dict[str, float] | None = None
-    logprobs: int | None = None
-    max_tokens: int | None = Field(16, ge=1)
-    n: int = Field(1, ge=1)
     presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    seed: int | None = None
+    seed: int | None = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stop: Stop = None
     stream: bool = False
     stream_options: StreamOptions | None = None
-    suffix: str | None = None
     temperature: float = Field(1.0, ge=0.0, le=2.0)
     top_p: float = Field(1.0, gt=0.0, le=1.0)
-    user: str | None = None
-    # extension (as in vLLM): keep generating past the end-of-sequence token
+    n: int = Field(1, ge=1, le=128)
+    # extensions, as in vLLM
+    top_k: int = Field(-1, ge=-1)
+    min_p: float = Field(0.0, ge=0.0, le=1.0)
+    repetition_penalty: float = Field(1.0, gt=0.0, le=2.0)
+    min_tokens: int = Field(0, ge=0)
     ignore_eos: bool = False
+    # change nothing in the output
+    user: str | None = None
+    metadata: dict[str, str] | None = None
+    store: bool | None = None
+    service_tier: str | None = None
+
+    @field_validator("logit_bias")
+    @classmethod
+    def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        for key, bias in (value or {}).items():
+            if not key.strip().isdigit():
+                raise ValueError(f"keys are token ids; {key[:20]!r} is not one")
+            if not -100 <= bias <= 100:
+                raise ValueError("biases are between -100 and 100")
+        return value
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: Stop) -> Stop:
+        stops = [value] if isinstance(value, str) else (value or [])
+        if len(stops) > MAX_STOPS:
+            raise ValueError(f"at most {MAX_STOPS} stop sequences are allowed")
+        if any(len(s) > MAX_STOP_CHARS for s in stops):
+            raise ValueError(f"a stop sequence may have at most {MAX_STOP_CHARS} characters")
+        return value
+
+
+class CompletionRequest(_Sampling):
+    model: str
+    prompt: Union[str, list[str], list[int], list[list[int]]]
+    best_of: int | None = Field(None, ge=1)
+    echo: bool = False
+    logprobs: int | None = Field(None, ge=0)
+    max_tokens: int | None = Field(16, ge=1)
+    suffix: str | None = None
 
 
 class TextPart(_Request):
@@ -65,25 +139,22 @@ class ChatMessage(_Request):
         return "".join(part.text for part in self.content)
 
 
-class ChatCompletionRequest(_Request):
+class ResponseFormat(_Request):
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: dict[str, Any] | None = None
+
+
+class ChatCompletionRequest(_Sampling):
     messages: list[ChatMessage] = Field(min_length=1)
     model: str
-    frequency_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    logit_bias: dict[str, float] | None = None
     logprobs: bool = False
+    top_logprobs: int | None = Field(None, ge=0, le=20)
     max_completion_tokens: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1)
-    n: int = Field(1, ge=1)
-    presence_penalty: float = Field(0.0, ge=-2.0, le=2.0)
-    seed: int | None = None
-    stop: Stop = None
-    stream: bool = False
-    stream_options: StreamOptions | None = None
-    temperature: float = Field(1.0, ge=0.0, le=2.0)
+    response_format: ResponseFormat | None = None
     tools: list[dict[str, Any]] | None = None
-    top_p: float = Field(1.0, gt=0.0, le=1.0)
-    user: str | None = None
-    ignore_eos: bool = False
+    tool_choice: Union[Literal["none", "auto", "required"], dict[str, Any], None] = None
+    parallel_tool_calls: bool | None = None
 
 
 class EmbeddingRequest(_Request):
@@ -96,12 +167,7 @@ class EmbeddingRequest(_Request):
 
 def unsupported(req: CompletionRequest | ChatCompletionRequest) -> tuple[str, str] | None:
     """(param, message) for the first field set to something this server does not do."""
-    checks: list[tuple[str, bool]] = [
-        ("n", req.n != 1),
-        ("frequency_penalty", req.frequency_penalty != 0),
-        ("presence_penalty", req.presence_penalty != 0),
-        ("logit_bias", bool(req.logit_bias)),
-    ]
+    checks: list[tuple[str, bool]] = [("n", req.n != 1)]
     if isinstance(req, CompletionRequest):
         checks += [
             ("best_of", req.best_of not in (None, 1)),
@@ -110,7 +176,13 @@ def unsupported(req: CompletionRequest | ChatCompletionRequest) -> tuple[str, st
             ("suffix", bool(req.suffix)),
         ]
     else:
-        checks += [("logprobs", req.logprobs), ("tools", bool(req.tools))]
+        checks += [
+            ("logprobs", req.logprobs),
+            ("top_logprobs", bool(req.top_logprobs)),
+            ("response_format", req.response_format is not None and req.response_format.type != "text"),
+            ("tools", bool(req.tools)),
+            ("tool_choice", req.tool_choice not in (None, "none", "auto")),
+        ]
     for param, bad in checks:
         if bad:
             return param, f"{param} is not supported by this server; leave it at its default"

@@ -34,6 +34,27 @@ log = logging.getLogger("runtime.server")
 EngineFactory = Callable[[ServeSettings], Engine]
 
 
+class JSON(JSONResponse):
+    """JSON with non-ASCII escaped: a body is valid UTF-8 whatever text went into it."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def uvicorn_config(app: ASGIApp, settings: ServeSettings, **options: Any) -> Any:
+    """uvicorn's configuration for ``app``: the h11 protocol with read timeouts
+    (:mod:`runtime.connections`), a graceful stop of 30 s."""
+    import uvicorn
+
+    from runtime.connections import timed_protocol
+
+    options.setdefault("timeout_graceful_shutdown", 30)
+    return uvicorn.Config(
+        app, host=settings.host, port=settings.port, lifespan="on",
+        http=timed_protocol(settings.header_timeout, settings.body_timeout), **options,
+    )
+
+
 class State:
     """What the routes share: settings, metrics, and (once loaded) engine, scheduler, service."""
 
@@ -65,7 +86,7 @@ async def _answer(request: Request, stream: bool, svc: Any, jobs: list[Any],
     if stream:
         return _sse(streamed(jobs), lambda: svc.cancel(jobs))
     result = await _unless_disconnected(request, finished(jobs), lambda: svc.cancel(jobs))
-    return JSONResponse(result.model_dump(mode="json"))
+    return JSON(result.model_dump(mode="json"))
 
 
 def create_app(
@@ -119,6 +140,8 @@ def create_app(
                     await task
             if state.scheduler is not None:
                 await asyncio.to_thread(state.scheduler.stop)
+            if state.service is not None:
+                state.service.close()
             if state.engine is not None:
                 await asyncio.to_thread(state.engine.close)
             device.shutdown(wait=False)
@@ -130,6 +153,7 @@ def create_app(
         version=__version__,
         summary="OpenAI-compatible completions, chat and embeddings.",
         lifespan=lifespan,
+        default_response_class=JSON,
     )
     app.state.runtime = state
     _install_error_handlers(app)
@@ -157,16 +181,19 @@ def create_app(
 
     # ---------------------------------------------------------------- probes and metrics
     @app.get(settings.health_path, tags=["probes"], summary="Liveness: the process is up")
-    async def health() -> dict[str, str]:
-        return {"status": "ok"}
+    async def health() -> Response:
+        failure = state.scheduler.failure if state.scheduler is not None else None
+        if failure:  # the device worker stopped: fail liveness so that the pod restarts
+            return JSON({"status": "failed", "reason": failure}, status_code=503)
+        return JSON({"status": "ok"})
 
     if settings.ready_path != settings.health_path:
         @app.get(settings.ready_path, tags=["probes"], summary="Readiness: the model is loaded", responses={503: {"model": p.ErrorResponse}})
         async def ready() -> Response:
-            if state.ready:
-                return JSONResponse({"status": "ready"})
+            if state.ready and not state.scheduler.failure:
+                return JSON({"status": "ready"})
             body = {"status": "failed" if state.load_error else "loading"}
-            return JSONResponse(body, status_code=503)
+            return JSON(body, status_code=503)
 
     if settings.metrics_path:
         @app.get(settings.metrics_path, tags=["probes"], summary="Prometheus metrics", response_class=Response)
@@ -188,14 +215,14 @@ def create_app(
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def completions(body: p.CompletionRequest, request: Request) -> Response:
         svc = service()
-        return await _answer(request, body.stream, svc, svc.start_completion(body),
+        return await _answer(request, body.stream, svc, await svc.start_completion(body),
                              lambda jobs: svc.stream_completion(body, jobs), lambda jobs: svc.finish_completion(body, jobs))
 
     @app.post("/v1/chat/completions", dependencies=guarded, response_model=p.ChatCompletionResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
         svc = service()
-        return await _answer(request, body.stream, svc, svc.start_chat(body),
+        return await _answer(request, body.stream, svc, await svc.start_chat(body),
                              lambda jobs: svc.stream_chat(body, jobs), lambda jobs: svc.finish_chat(body, jobs))
 
     @app.post("/v1/embeddings", dependencies=guarded, response_model=p.EmbeddingResponse, tags=["openai"],
@@ -233,6 +260,9 @@ def _sse(chunks: AsyncIterator[str], on_close: Callable[[], None]) -> StreamingR
                 yield f"data: {data}\n\n"
         except RequestError as exc:
             yield f"data: {json.dumps(error_body(exc.message, exc.type, exc.param, exc.code))}\n\n"
+        except Exception:  # noqa: BLE001 - a bug: this stream ends with an error event, nothing else does
+            log.exception("a stream failed")
+            yield f"data: {json.dumps(error_body('The server failed on this request.', 'server_error'))}\n\n"
         finally:
             on_close()  # a client that went away frees its place in the batch
         yield "data: [DONE]\n\n"
@@ -265,33 +295,42 @@ async def _unless_disconnected(request: Request, work: Awaitable[Any], on_discon
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:
-        return JSONResponse(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status, headers=exc.headers)
+        return JSON(error_body(exc.message, exc.type, exc.param, exc.code), status_code=exc.status, headers=exc.headers)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(request: Request, exc: RequestValidationError) -> JSONResponse:
         errors = exc.errors()
-        first = errors[0] if errors else {}
+        # Our own checks (value errors) say more than a union's "not a string, not a list".
+        first = next((e for e in errors if e.get("type") == "value_error"), errors[0] if errors else {})
         if first.get("type") == "json_invalid":
-            return JSONResponse(error_body("The request body is not valid JSON.", "invalid_request_error"), status_code=400)
-        loc = [str(x) for x in first.get("loc", ()) if x != "body"]
+            return JSON(error_body("The request body is not valid JSON.", "invalid_request_error"), status_code=400)
+        loc = [str(x) for x in first.get("loc", ()) if x != "body" and not _union_member(x)]
         param = ".".join(loc) or None
-        msg = str(first.get("msg", "invalid request"))
+        msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
+        code = "invalid_value"
         if first.get("type") == "missing":
             msg = "is required"
+        elif first.get("type") == "extra_forbidden":
+            msg, code = "is not a parameter this server knows; it would be ignored, so it is refused (remove it)", "unsupported_parameter"
         message = f"{param}: {msg}" if param else msg
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"
-        return JSONResponse(error_body(message, "invalid_request_error", param, "invalid_value"), status_code=400)
+        return JSON(error_body(message, "invalid_request_error", param, code), status_code=400)
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         kind = "not_found_error" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=getattr(exc, "headers", None))
+        return JSON(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def unexpected(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unexpected error on %s", request.url.path)
-        return JSONResponse(error_body("The server failed on this request.", "server_error"), status_code=500)
+        return JSON(error_body("The server failed on this request.", "server_error"), status_code=500)
+
+
+def _union_member(part: Any) -> bool:
+    """A location part that names which member of a union was tried (``str``, ``list[int]``)."""
+    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "none", "dict", "list"} or "[" in part)
 
 
 # --------------------------------------------------------------------------- middleware

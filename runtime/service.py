@@ -10,6 +10,7 @@ import struct
 import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,6 +19,10 @@ from runtime.batching import Event, Scheduler, Ticket
 from runtime.engine_base import Engine, SamplingParams, Sequence
 from runtime.errors import RequestError, RequestTimeout
 from runtime.metrics import Metrics
+
+# Text longer than its context could hold at this many characters a token (far above any real
+# tokenizer's average) is refused before it is tokenised: a bound on the work one request makes.
+MAX_CHARS_PER_TOKEN = 32
 
 
 class TextStream:
@@ -120,6 +125,25 @@ class Service:
         self.model_name = model_name
         self.request_timeout = request_timeout
         self._mailbox: Mailbox | None = None
+        # Tokenising and chat templates run here, off the event loop, so that probes and streams
+        # keep answering while a long prompt is read. One thread: a tokenizer is not made for
+        # concurrent calls, and the device thread never touches it.
+        self._text = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text")
+
+    def close(self) -> None:
+        self._text.shutdown(wait=False, cancel_futures=True)
+
+    async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._text, fn, *args)
+
+    @property
+    def max_chars(self) -> int:
+        return self.engine.max_model_len * MAX_CHARS_PER_TOKEN
+
+    @property
+    def vocab_size(self) -> int | None:
+        size = getattr(getattr(self.engine, "tokenizer", None), "__len__", None)
+        return size() if size else None
 
     # ---------------------------------------------------------------- checks
     def check_model(self, model: str) -> None:
@@ -149,9 +173,24 @@ class Service:
                 f"{prompt_len + max_tokens} tokens ({prompt_len} in the prompt, {max_tokens} in the completion).",
                 param="max_tokens", code="context_length_exceeded",
             )
+        if req.min_tokens > max_tokens:
+            raise RequestError(f"min_tokens ({req.min_tokens}) is more than max_tokens ({max_tokens}).", param="min_tokens")
         return SamplingParams(
-            max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed, ignore_eos=req.ignore_eos
+            max_tokens=max_tokens, temperature=req.temperature, top_p=req.top_p, seed=req.seed, ignore_eos=req.ignore_eos,
+            top_k=req.top_k, min_p=req.min_p, repetition_penalty=req.repetition_penalty,
+            frequency_penalty=req.frequency_penalty, presence_penalty=req.presence_penalty,
+            logit_bias=self._logit_bias(req.logit_bias), min_tokens=req.min_tokens,
         )
+
+    def _logit_bias(self, bias: dict[str, float] | None) -> tuple[tuple[int, float], ...]:
+        size = self.vocab_size
+        out = []
+        for key, value in (bias or {}).items():
+            token = int(key)
+            if size is not None and token >= size:
+                raise RequestError(f"logit_bias: token id {token} is not in the vocabulary (0 to {size - 1}).", param="logit_bias")
+            out.append((token, float(value)))
+        return tuple(out)
 
     @staticmethod
     def _check_supported(req: p.CompletionRequest | p.ChatCompletionRequest) -> None:
@@ -159,9 +198,9 @@ class Service:
         if bad:
             raise RequestError(bad[1], param=bad[0], code="unsupported_parameter")
 
-    def _prompts(self, prompt: Any) -> list[list[int]]:
-        vocab = getattr(getattr(self.engine, "tokenizer", None), "__len__", None)
-        size = vocab() if vocab else None
+    def _items(self, prompt: Any, param: str) -> list[Any]:
+        """The prompts of a request (one text, one list of ids, or a list of either), bounded
+        before any tokenising: their number, each one's characters or ids."""
         if isinstance(prompt, str):
             items: list[Any] = [prompt]
         elif prompt and all(isinstance(x, int) for x in prompt):
@@ -169,16 +208,48 @@ class Service:
         else:
             items = list(prompt)
         if not items:
-            raise RequestError("The prompt is empty.", param="prompt")
+            raise RequestError("The prompt is empty.", param=param)
+        if len(items) > self.scheduler.max_queue:
+            raise RequestError(f"At most {self.scheduler.max_queue} prompts fit in one request; this one has {len(items)}.", param=param)
+        limit = self.engine.max_model_len
+        for item in items:
+            if not item:
+                raise RequestError("The prompt is empty.", param=param)
+            if isinstance(item, str) and len(item) > self.max_chars:
+                raise RequestError(
+                    f"A text of {len(item)} characters cannot fit in this model's context of {limit} tokens "
+                    f"(at most {self.max_chars} characters are read).", param=param, code="context_length_exceeded",
+                )
+            if not isinstance(item, str) and len(item) > limit:
+                raise RequestError(
+                    f"This model's maximum context length is {limit} tokens; a prompt has {len(item)}.",
+                    param=param, code="context_length_exceeded",
+                )
+        return items
+
+    def _token_ids(self, items: list[Any], param: str) -> list[list[int]]:
+        """Token ids of each item (texts are tokenised: call this off the event loop)."""
+        size = self.vocab_size
         out = []
         for item in items:
             ids = self.engine.encode(item) if isinstance(item, str) else list(item)
             if not ids:
-                raise RequestError("The prompt is empty.", param="prompt")
+                raise RequestError("The prompt is empty.", param=param)
             if size is not None and any(i < 0 or i >= size for i in ids):
-                raise RequestError(f"Token ids must be between 0 and {size - 1}.", param="prompt")
+                raise RequestError(f"Token ids must be between 0 and {size - 1}.", param=param)
             out.append(ids)
         return out
+
+    async def _prompts(self, prompt: Any, param: str = "prompt") -> list[list[int]]:
+        return await self._off_loop(self._token_ids, self._items(prompt, param), param)
+
+    def _chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
+        try:
+            return self.engine.chat_ids(messages)
+        except ValueError as exc:
+            raise RequestError(str(exc), param="messages") from None
+        except Exception as exc:  # noqa: BLE001 - a chat template that rejects these messages
+            raise RequestError(f"The chat template rejected these messages: {exc}", param="messages") from None
 
     # ---------------------------------------------------------------- generation
     def _submit(self, ids: list[int], params: SamplingParams, stops: list[str], stream: bool) -> Job:
@@ -252,25 +323,30 @@ class Service:
             if job.watchdog is not None:
                 job.watchdog.cancel()
 
-    def start_completion(self, req: p.CompletionRequest) -> list[Job]:
+    async def start_completion(self, req: p.CompletionRequest) -> list[Job]:
         self.check_model(req.model)
         self._need("generate", "/v1/completions")
         self._check_supported(req)
-        prompts = self._prompts(req.prompt)
+        prompts = await self._prompts(req.prompt)
         params = [self._sampling(len(ids), req.max_tokens, req) for ids in prompts]
         return self._submit_all(prompts, params, _stops(req.stop), req.stream)
 
-    def start_chat(self, req: p.ChatCompletionRequest) -> list[Job]:
+    async def start_chat(self, req: p.ChatCompletionRequest) -> list[Job]:
         self.check_model(req.model)
         self._need("generate", "/v1/chat/completions")
         self._check_supported(req)
+        limit = self.engine.max_model_len
+        if len(req.messages) > limit:
+            raise RequestError(f"{len(req.messages)} messages cannot fit in this model's context of {limit} tokens.", param="messages",
+                               code="context_length_exceeded")
         messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        try:
-            ids = self.engine.chat_ids(messages)
-        except ValueError as exc:
-            raise RequestError(str(exc), param="messages") from None
-        except Exception as exc:  # noqa: BLE001 - a chat template that rejects these messages
-            raise RequestError(f"The chat template rejected these messages: {exc}", param="messages") from None
+        chars = sum(len(m["content"]) for m in messages)
+        if chars > self.max_chars:
+            raise RequestError(
+                f"Messages of {chars} characters cannot fit in this model's context of {limit} tokens "
+                f"(at most {self.max_chars} characters are read).", param="messages", code="context_length_exceeded",
+            )
+        ids = await self._off_loop(self._chat_ids, messages)
         max_tokens = req.max_completion_tokens or req.max_tokens
         params = self._sampling(len(ids), max_tokens, req)
         return self._submit_all([ids], [params], _stops(req.stop), req.stream)
@@ -350,7 +426,7 @@ class Service:
         self._need("embed", "/v1/embeddings")
         if req.dimensions is not None:
             raise RequestError("dimensions is not supported by this server; leave it unset.", param="dimensions", code="unsupported_parameter")
-        inputs = self._prompts(req.input)
+        inputs = await self._prompts(req.input, "input")
         limit = self.engine.max_model_len
         for ids in inputs:
             if len(ids) > limit:
@@ -377,13 +453,10 @@ class Service:
 
 
 def _stops(stop: p.Stop) -> list[str]:
+    """The stop strings (their number and length are bounded by the request model)."""
     if stop is None:
         return []
-    if isinstance(stop, str):
-        return [stop]
-    if len(stop) > 4:
-        raise RequestError("At most 4 stop sequences are allowed.", param="stop")
-    return list(stop)
+    return [stop] if isinstance(stop, str) else list(stop)
 
 
 def _encode_vector(vector: list[float], fmt: str) -> list[float] | str:

@@ -40,6 +40,8 @@ class ServeSettings:
     extra_args: tuple[str, ...] = ()
     request_timeout: float = 600.0
     max_body_bytes: int = 8 * 1024 * 1024
+    header_timeout: float = 10.0  # a request's headers must arrive within this (HAProxy's default)
+    body_timeout: float = 30.0  # longest silence while a request body is arriving
     health_path: str = "/health"
     ready_path: str = "/ready"
     metrics_path: str | None = "/metrics"

@@ -73,14 +73,16 @@ def running_server(**settings: Any) -> Iterator[str]:
     """Our app (the real engine) under uvicorn on 127.0.0.1 in a thread; yields the base URL."""
     import uvicorn
 
-    from runtime.server import create_app
+    from runtime.server import create_app, uvicorn_config
     from runtime.settings import ServeSettings
 
-    app = create_app(ServeSettings(host="127.0.0.1", **settings))
+    engine_factory = settings.pop("engine_factory", None)
+    serve = ServeSettings(host="127.0.0.1", **settings)
+    app = create_app(serve, engine_factory=engine_factory) if engine_factory else create_app(serve)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", lifespan="on"))
+    server = uvicorn.Server(uvicorn_config(app, serve, log_level="warning"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     base = f"http://127.0.0.1:{port}"
