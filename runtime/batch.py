@@ -237,7 +237,7 @@ def run_batch(
             summary.prompt_tokens += result.get("prompt_tokens") or 0
             summary.completion_tokens += result.get("completion_tokens") or 0
             now = time.monotonic()
-            if now - last_flush >= FLUSH_EVERY_S:
+            if now - last_flush >= FLUSH_EVERY_S or summary.generated == 1:  # the first at once: the file shows progress
                 out.write(pending)
                 pending, last_flush = [], now
             if bar is not None:

@@ -81,6 +81,7 @@ class Scheduler:
         self._future: Future[None] | None = None
         self._avg_request_s = 1.0
         self.failure: str | None = None  # why the device loop stopped, if it did
+        self._batch: Any = None  # the running batch (seen by the guard if the loop dies)
 
     # ---------------------------------------------------------------- caller side
     def start(self, executor: Executor | None = None) -> None:
@@ -138,7 +139,8 @@ class Scheduler:
             except Exception as exc:  # a bug: keep the reason, fail liveness (the pod restarts)
                 log.exception("the device worker stopped")
                 self.failure = one_line(exc)
-                for ticket in self._drain():
+                running = [s.tag for s in self._batch.seqs] if self._batch is not None else []
+                for ticket in running + self._drain():
                     ticket.notify(Event("error", RequestError("The server's device worker stopped.", status=503, type="service_unavailable")))
         return run
 
@@ -193,13 +195,14 @@ class Scheduler:
 
     def _run_generate(self) -> None:
         engine = self.engine
-        batch = engine.new_batch()
+        batch = self._batch = engine.new_batch()
         while True:
             with self._cond:
                 if not self._wait_for_work(busy=bool(batch.seqs)):
                     break
                 new = self._take(self.max_batch_size - len(batch.seqs))
             batch, stepped, tokens = self._advance(batch, new)
+            self._batch = batch
             if not stepped:
                 continue
             self.metrics.batch_size.observe(len(stepped))

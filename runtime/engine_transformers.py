@@ -55,10 +55,16 @@ def is_generative(config: Any) -> bool:
     return config.model_type not in ENCODER_TYPES
 
 
+def finite(row: torch.Tensor) -> torch.Tensor:
+    """Logits after arithmetic that may overflow (a repetition penalty of 1e-300, a temperature
+    of 1e-5): too large becomes the largest float, NaN is never chosen, -inf stays barred."""
+    return torch.nan_to_num(row, nan=-float("inf"), posinf=torch.finfo(row.dtype).max, neginf=-float("inf"))
+
+
 def distribution(logits: torch.Tensor, p: Any) -> torch.Tensor:
     """The probabilities to draw from for one row of (shaped) float logits: temperature, then
     ``top_k``, ``top_p`` and ``min_p``, in vLLM's order. The most likely token always stays."""
-    row = logits / p.temperature
+    row = finite(logits / p.temperature)
     if 0 < p.top_k < row.shape[0]:
         kth = torch.topk(row, p.top_k).values[-1]
         row = row.masked_fill(row < kth, -float("inf"))
@@ -521,7 +527,7 @@ class TransformersEngine(Engine):
             row -= p.frequency_penalty * counts + p.presence_penalty * (counts > 0)
         if p.min_tokens and len(seq.output_ids) < p.min_tokens and self.eos_token_ids:
             row[torch.tensor(sorted(self.eos_token_ids), device=row.device)] = -float("inf")
-        return row
+        return finite(row)
 
     def new_batch(self) -> DecodeBatch:
         if self.task != "generate":

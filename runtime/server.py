@@ -304,7 +304,7 @@ def _install_error_handlers(app: FastAPI) -> None:
         first = next((e for e in errors if e.get("type") == "value_error"), errors[0] if errors else {})
         if first.get("type") == "json_invalid":
             return JSON(error_body("The request body is not valid JSON.", "invalid_request_error"), status_code=400)
-        loc = [str(x) for x in first.get("loc", ()) if x != "body" and not _union_member(x)]
+        loc = _param_path(first.get("loc", ()))
         param = ".".join(loc) or None
         msg = str(first.get("msg", "invalid request")).removeprefix("Value error, ")
         code = "invalid_value"
@@ -328,9 +328,23 @@ def _install_error_handlers(app: FastAPI) -> None:
         return JSON(error_body("The server failed on this request.", "server_error"), status_code=500)
 
 
-def _union_member(part: Any) -> bool:
-    """A location part that names which member of a union was tried (``str``, ``list[int]``)."""
-    return isinstance(part, str) and (part in {"str", "int", "float", "bool", "none", "dict", "list"} or "[" in part)
+def _param_path(loc: Any) -> list[str]:
+    """The parameter an error is about, as OpenAI names it (``messages.0.content``): field names
+    and indexes, without the union members pydantic tried (``str``, ``list[int]``), and cut
+    before a dictionary key, which is the caller's text."""
+    path: list[str] = []
+    for part in loc:
+        if part == "body" and not path:
+            continue
+        if isinstance(part, int):
+            path.append(str(part))
+        elif isinstance(part, str) and (part in {"str", "int", "float", "bool", "none", "dict", "list"} or "[" in part):
+            continue
+        elif isinstance(part, str) and part.isidentifier() and part.isascii() and len(part) <= 64:
+            path.append(part)
+        else:
+            break
+    return path
 
 
 # --------------------------------------------------------------------------- middleware

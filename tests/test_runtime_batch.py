@@ -113,7 +113,7 @@ def test_kill_9_mid_run_then_restart_gives_every_id_exactly_once(tiny_llama: Pat
 
     def some_written() -> bool:
         assert proc.poll() is None, "the batch run ended before it could be killed"
-        return out.exists() and out.read_bytes().count(b"\n") >= 8
+        return out.exists() and out.read_bytes().count(b"\n") >= 1  # the first record is written at once
 
     try:
         wait_until(some_written, what="the first records", every=0.01)

@@ -91,6 +91,9 @@ def test_extreme_seeds_and_temperatures_sample_without_error(engine: Transformer
         a = engine.sample_row(logits, Sequence(prompt_ids=[1], params=SamplingParams(max_tokens=1, temperature=temperature, top_p=top_p, seed=seed)))
         b = engine.sample_row(logits, Sequence(prompt_ids=[1], params=SamplingParams(max_tokens=1, temperature=temperature, top_p=top_p, seed=seed)))
         assert a == b and 0 <= a < len(engine.tokenizer)
+    # a repetition penalty that overflows the division still leaves a distribution to draw from
+    tiny = SamplingParams(max_tokens=1, temperature=1.0, repetition_penalty=5e-324, seed=seed)
+    assert 0 <= engine.sample_row(logits, Sequence(prompt_ids=[1, 2, 3], params=tiny)) < len(engine.tokenizer)
     # below vLLM's threshold a temperature is greedy: no division that overflows
     assert engine.sample_row(logits, Sequence(prompt_ids=[1], params=SamplingParams(max_tokens=1, temperature=1e-300))) == int(logits.argmax())
 
