@@ -191,6 +191,10 @@ def transformers_backend(engine: Any, batch_size: int) -> Backend:
             seqs.append(Sequence(prompt_ids=ids, params=params, tag=r))
         seqs.sort(key=lambda s: len(s.prompt_ids), reverse=True)
         for seq in generate_all(engine, seqs, batch_size):
+            if seq.error is not None:  # the engine failed on this record alone
+                yield {"id": seq.tag.id, "text": None, "prompt_tokens": len(seq.prompt_ids),
+                       "completion_tokens": len(seq.output_ids), "error": seq.error}
+                continue
             yield {
                 "id": seq.tag.id, "text": engine.decode(seq.output_ids), "prompt_tokens": len(seq.prompt_ids),
                 "completion_tokens": len(seq.output_ids), "finish_reason": seq.finish_reason,

@@ -17,7 +17,7 @@ from typing import Any
 from runtime import protocol as p
 from runtime.batching import Event, Scheduler, Ticket
 from runtime.engine_base import Engine, SamplingParams, Sequence
-from runtime.errors import RequestError, RequestTimeout
+from runtime.errors import RequestError, RequestTimeout, one_line
 from runtime.metrics import Metrics
 
 # Text longer than its context could hold at this many characters a token (far above any real
@@ -247,9 +247,9 @@ class Service:
         try:
             return self.engine.chat_ids(messages)
         except ValueError as exc:
-            raise RequestError(str(exc), param="messages") from None
+            raise RequestError(one_line(exc).removeprefix("ValueError: "), param="messages") from None
         except Exception as exc:  # noqa: BLE001 - a chat template that rejects these messages
-            raise RequestError(f"The chat template rejected these messages: {exc}", param="messages") from None
+            raise RequestError(f"The chat template rejected these messages: {one_line(exc)}", param="messages") from None
 
     # ---------------------------------------------------------------- generation
     def _submit(self, ids: list[int], params: SamplingParams, stops: list[str], stream: bool) -> Job:

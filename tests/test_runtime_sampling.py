@@ -4,6 +4,7 @@ that sequence."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -109,7 +110,8 @@ class FailingRow(TransformersEngine):
         self.at = at
 
     def sample_row(self, logits: torch.Tensor, seq: Sequence) -> int:
-        if seq.prompt_ids[:3] == self.POISON and len(seq.output_ids) == self.at:
+        poisoned = seq.prompt_ids[:3] == self.POISON or getattr(seq.tag, "id", None) == "poison"
+        if poisoned and len(seq.output_ids) == self.at:
             raise RuntimeError("injected fault")
         return super().sample_row(logits, seq)
 
@@ -125,3 +127,18 @@ def test_a_sequence_whose_sampling_fails_ends_alone_with_the_reason(tiny_llama: 
     assert len(poisoned.output_ids) == 3
     assert all(s.finish_reason == "length" and len(s.output_ids) == 10 for s in others)
     assert len(finished) == 4
+
+
+def test_the_batch_runner_writes_an_error_row_for_that_record_and_goes_on(tiny_llama: Path, tmp_path: Path) -> None:
+    from runtime.batch import run_batch, transformers_backend
+
+    engine = FailingRow(ServeSettings(model=str(tiny_llama), dtype="float32"), at=2)
+    engine.load()
+    src = tmp_path / "in.jsonl"
+    src.write_text("".join(json.dumps({"id": i, "prompt": f"record {i}"}) + "\n" for i in ("a", "poison", "b")))
+    out = tmp_path / "out.jsonl"
+    summary = run_batch(transformers_backend(engine, 4), src, out, max_tokens=6, temperature=0.5, progress=False)
+    rows = {r["id"]: r for r in map(json.loads, out.read_text().splitlines())}
+    assert rows["poison"]["error"] == "RuntimeError: injected fault" and rows["poison"]["text"] is None
+    assert rows["a"]["text"] is not None and rows["b"]["text"] is not None and "error" not in rows["a"]
+    assert summary.failed == 1 and summary.generated == 3
