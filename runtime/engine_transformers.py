@@ -504,22 +504,22 @@ class TransformersEngine(Engine):
         row = self.shape_logits(logits, seq)
         if p.greedy:
             return int(row.argmax())
-        if seq.engine_state is None:
-            gen = torch.Generator(device=row.device)
-            gen.manual_seed(p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,))))
-            seq.engine_state = gen
-        return int(torch.multinomial(distribution(row, p), 1, generator=seq.engine_state)[0])
+        state = _state(seq, row.device)
+        if state.generator is None:
+            state.generator = torch.Generator(device=row.device)
+            state.generator.manual_seed(p.seed if p.seed is not None else int(torch.randint(0, 2**62, (1,))))
+        return int(torch.multinomial(distribution(row, p), 1, generator=state.generator)[0])
 
     def shape_logits(self, logits: torch.Tensor, seq: Sequence) -> torch.Tensor:
         """A float copy of one row's logits with the sequence's bias, penalties and
         ``min_tokens`` applied (vLLM's rules; the repetition penalty is transformers')."""
         p = seq.params
         row = logits.float().clone()
+        state = _state(seq, row.device)
         if p.logit_bias:
-            ids = torch.tensor([i for i, _ in p.logit_bias], device=row.device)
-            row.index_add_(0, ids, torch.tensor([b for _, b in p.logit_bias], device=row.device))
+            row.index_add_(0, state.bias_ids, state.bias_values)
         if p.repetition_penalty != 1.0:
-            seen = torch.tensor(seq.prompt_ids + seq.output_ids, device=row.device).unique()
+            seen = torch.cat([state.prompt_ids, torch.tensor(seq.output_ids, dtype=torch.long, device=row.device)]).unique()
             values = row[seen]
             row[seen] = torch.where(values > 0, values / p.repetition_penalty, values * p.repetition_penalty)
         if (p.frequency_penalty or p.presence_penalty) and seq.output_ids:
@@ -551,6 +551,23 @@ class TransformersEngine(Engine):
         with self.device_lock:
             vectors = self.split_on_oom(run, inputs, lambda parts: torch.cat(parts), halves)
         return vectors.cpu().tolist()
+
+
+class SamplerState:
+    """What a sequence's sampling keeps between steps: its random generator, and as tensors made
+    once what a step would otherwise rebuild from Python lists (the prompt, the logit bias)."""
+
+    def __init__(self, seq: Sequence, device: torch.device):
+        self.generator: torch.Generator | None = None
+        self.prompt_ids = torch.tensor(seq.prompt_ids, dtype=torch.long, device=device)
+        self.bias_ids = torch.tensor([i for i, _ in seq.params.logit_bias], dtype=torch.long, device=device)
+        self.bias_values = torch.tensor([b for _, b in seq.params.logit_bias], dtype=torch.float32, device=device)
+
+
+def _state(seq: Sequence, device: torch.device) -> SamplerState:
+    if seq.engine_state is None:
+        seq.engine_state = SamplerState(seq, device)
+    return seq.engine_state
 
 
 class TransformersBatch(DecodeBatch):

@@ -21,6 +21,7 @@ SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
 # Per stop string: a stop is matched in the text as it grows, and held back that long when streaming.
 MAX_STOP_CHARS = 256
 MAX_STOPS = 4
+MAX_LOGIT_BIAS = 300
 
 
 def _has_surrogate(text: str) -> bool:
@@ -93,6 +94,8 @@ class _Sampling(_Request):
     @field_validator("logit_bias")
     @classmethod
     def _bias(cls, value: dict[str, float] | None) -> dict[str, float] | None:
+        if value and len(value) > MAX_LOGIT_BIAS:
+            raise ValueError(f"at most {MAX_LOGIT_BIAS} tokens may be biased (as OpenAI)")
         for key, bias in (value or {}).items():
             if not key.strip().isdigit():
                 raise ValueError(f"keys are token ids; {key[:20]!r} is not one")

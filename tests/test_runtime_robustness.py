@@ -150,7 +150,7 @@ CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}], "max
     ("repetition_penalty", 0), ("repetition_penalty", 2.5), ("top_k", -2), ("min_p", 1.5), ("min_p", -0.1),
     ("max_tokens", 0), ("max_tokens", -1), ("max_tokens", 10**30), ("min_tokens", -1), ("min_tokens", 5),
     ("stop", ["a", "b", "c", "d", "e"]), ("stop", "x" * 300), ("stop", [1]),
-    ("logit_bias", {"hello": 1}), ("logit_bias", {"5": 101}), ("logit_bias", {"99999999": 1}), ("logit_bias", {"5": "NaN"}),
+    ("logit_bias", {str(i): 1 for i in range(301)}), ("logit_bias", {"hello": 1}), ("logit_bias", {"5": 101}), ("logit_bias", {"99999999": 1}), ("logit_bias", {"5": "NaN"}),
     ("n", 2), ("n", 0), ("best_of", 3), ("echo", True), ("logprobs", 2), ("suffix", "end"),
     ("guided_json", {}), ("stop_token_ids", [2]), ("response_format", {"type": "json_object"}),
 ])
