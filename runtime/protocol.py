@@ -168,6 +168,11 @@ class EmbeddingRequest(_Request):
     user: str | None = None
 
 
+# Every field name of every request (a misspelt one is answered with the nearest).
+FIELD_NAMES = sorted({name for m in (CompletionRequest, ChatCompletionRequest, EmbeddingRequest, ChatMessage, StreamOptions)
+                      for name in m.model_fields})
+
+
 def unsupported(req: CompletionRequest | ChatCompletionRequest) -> tuple[str, str] | None:
     """(param, message) for the first field set to something this server does not do."""
     checks: list[tuple[str, bool]] = [("n", req.n != 1)]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import difflib
 import hmac
 import json
 import logging
@@ -311,7 +312,9 @@ def _install_error_handlers(app: FastAPI) -> None:
         if first.get("type") == "missing":
             msg = "is required"
         elif first.get("type") == "extra_forbidden":
-            msg, code = "is not a parameter this server knows; it would be ignored, so it is refused (remove it)", "unsupported_parameter"
+            close = difflib.get_close_matches(loc[-1] if loc else "", p.FIELD_NAMES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            msg, code = f"is not a parameter this server knows{hint}; it would be ignored, so it is refused", "unsupported_parameter"
         message = f"{param}: {msg}" if param else msg
         if len(errors) > 1:
             message += f" (and {len(errors) - 1} more problem{'s' if len(errors) > 2 else ''})"

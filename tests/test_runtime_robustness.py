@@ -164,6 +164,15 @@ def test_every_sampling_parameter_out_of_range_or_unknown_is_a_400_naming_it(llm
     assert "\n" not in error["message"]
 
 
+def test_a_misspelt_parameter_is_refused_with_the_nearest_name(llm_url: str) -> None:
+    r = httpx.post(llm_url + "/v1/completions", json={**COMPLETION, "temprature": 0.5})
+    error = r.json()["error"]
+    assert r.status_code == 400 and error["param"] == "temprature" and error["code"] == "unsupported_parameter"
+    assert "did you mean temperature?" in error["message"]
+    r = httpx.post(llm_url + "/v1/chat/completions", json={**CHAT, "messages": [{"role": "user", "content": "hi", "contnet": "x"}]})
+    assert r.json()["error"]["param"] == "messages.0.contnet" and "did you mean content?" in r.json()["error"]["message"]
+
+
 @pytest.mark.parametrize("field, value", [
     ("max_completion_tokens", 0), ("top_logprobs", 5), ("logprobs", True), ("tools", [{"type": "function"}]),
     ("tool_choice", "required"), ("response_format", {"type": "json_schema"}), ("seed", 2**64), ("functions", []),
