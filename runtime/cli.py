@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--temperature", type=float, help="0 for greedy (default)")
     batch.add_argument("--batch-size", type=_positive, help="sequences per batch (transformers engine; default 64 on CPU)")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
+    batch.add_argument("--retry-errors", action="store_true", help="generate again the records that have an error row in --output")
 
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server")
     bench.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
@@ -192,27 +193,35 @@ def cmd_batch(args: argparse.Namespace) -> int:
     if not 0 <= temperature <= 2:
         raise UsageError("--temperature must be between 0 and 2")
 
-    from runtime.batch import log_to_tracker, read_records, run_batch, transformers_backend, vllm_backend
+    from runtime.batch import log_to_tracker, prepare, run_batch, transformers_backend, vllm_backend
 
-    read_records(Path(input_path))  # a bad input fails before the model loads
-    if s.engine == "vllm":
-        from runtime.engine_vllm import VllmOffline
+    # The input is read and the output checked and locked before minutes of loading.
+    prepared = prepare(Path(input_path), Path(output_path), retry_errors=args.retry_errors)
+    try:
+        if prepared.todo == 0:
+            print(f"nothing to do: every record of {input_path} is already in {output_path}", file=sys.stderr)
+            print(prepared.summary().line(), flush=True)
+            return 0
+        if s.engine == "vllm":
+            from runtime.engine_vllm import VllmOffline
 
-        backend = vllm_backend(VllmOffline(s))
-    else:
-        _need_runtime_extra()
-        from runtime.engine_transformers import TransformersEngine
+            backend = vllm_backend(VllmOffline(s))
+        else:
+            _need_runtime_extra()
+            from runtime.engine_transformers import TransformersEngine
 
-        engine = TransformersEngine(s)
-        engine.load()
-        if engine.task != "generate":
-            raise UsageError(f"{s.model} is an encoder; batch generation needs a generative model")
-        size = args.batch_size or s.max_batch_size or (engine.max_batch_size if engine.device.type == "cuda" else 64)
-        backend = transformers_backend(engine, size)
-    summary = run_batch(
-        backend, Path(input_path), Path(output_path), max_tokens=max_tokens, temperature=temperature,
-        progress=not args.no_progress,
-    )
+            engine = TransformersEngine(s)
+            engine.load()
+            if engine.task != "generate":
+                raise UsageError(f"{s.model} is an encoder; batch generation needs a generative model")
+            size = args.batch_size or s.max_batch_size or (engine.max_batch_size if engine.device.type == "cuda" else 64)
+            backend = transformers_backend(engine, size)
+        summary = run_batch(
+            backend, Path(input_path), Path(output_path), max_tokens=max_tokens, temperature=temperature,
+            progress=not args.no_progress, prepared=prepared,
+        )
+    finally:
+        prepared.output.close()
     print(summary.line(), flush=True)
     note = log_to_tracker(summary, base.tracking, {"model": s.model, "engine": s.engine, "max_tokens": max_tokens, "temperature": temperature})
     if note:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from runtime.batch import read_records, recover_output, run_batch, transformers_backend
+from runtime.batch import prepare, read_records, run_batch, transformers_backend
 from runtime.engine_transformers import TransformersEngine
 from runtime.errors import UsageError
 from runtime.settings import ServeSettings
@@ -91,10 +91,12 @@ def test_bad_input_lines_are_named(tmp_path: Path, line: str, message: str) -> N
 
 
 def test_a_foreign_output_file_is_not_appended_to(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('{"id": 1, "prompt": "a"}\n')
     out = tmp_path / "out.jsonl"
     out.write_text("hello\n")
     with pytest.raises(UsageError, match="not written by a batch run"):
-        recover_output(out)
+        prepare(tmp_path / "in.jsonl", out)
+    assert out.read_text() == "hello\n"
 
 
 def test_command_line_errors_are_one_line(tiny_llama: Path, tmp_path: Path) -> None:
