@@ -50,6 +50,7 @@ bench: $(VENV)/.test-done
 	$(PY) bench/bench_decode_step.py
 	$(PY) bench/bench_serving.py
 	$(PY) bench/bench_batch.py
+	$(PY) bench/bench_batch_memory.py
 
 bench-gpu: $(VENV)/.test-done
 	$(PY) -m pytest tests/test_runtime_gpu.py tests/test_runtime_engine.py tests/test_runtime_fast_decode.py tests/test_runtime_server.py tests/test_runtime_batch.py
