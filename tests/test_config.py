@@ -174,6 +174,10 @@ def test_base_image_follows_the_engine():
     ({"experiment": {"sweep": {"parameters": {"lr": [1, 2]}}}}, "experiment.sweep: a sweep submits jobs"),
     ({"application": {"execution": {"mode": "job"}}, "experiment": {"sweep": {"method": "random", "parameters": {"lr": [1]}}}},
      "experiment.sweep.max_runs: a random sweep needs max_runs"),
+    ({"application": {"execution": {"mode": "job"}},
+      "experiment": {"sweep": {"parameters": {"lr": list(range(100)), "bs": list(range(101))}}}},
+     "experiment.sweep.parameters: the grid has 10,100 combinations, more than the 10,000 jobs one sweep may submit; "
+     "'bs' contributes most (101 values)"),
     ({"experiment": {"tracking": {"enabled": True, "backend": "mlflow"}}}, "experiment.tracking.uri: the mlflow backend needs"),
     ({"image": {"base": "not an image"}}, "image.base: 'not an image' is not an image reference"),
     ({"deployment": {"namespace": "My Project"}}, "deployment.namespace: 'My Project' is not a valid namespace"),
@@ -183,6 +187,19 @@ def test_rejected_with_the_field_and_the_reason(data, expected):
     msg = problem(data)
     assert expected in msg
     assert "\n" not in msg and "Traceback" not in msg
+
+
+BIG = {f"p{i}": list(range(20)) for i in range(8)}  # 25,600,000,000 combinations
+
+
+@pytest.mark.parametrize("sweep,size", [
+    ({"parameters": {"lr": list(range(100)), "bs": list(range(100))}}, 10_000),  # the bound itself
+    ({"parameters": BIG, "max_runs": 50}, 20 ** 8),  # a grid capped by max_runs
+    ({"method": "random", "parameters": BIG, "max_runs": 10_000}, 20 ** 8),
+])
+def test_sweeps_within_the_bound_are_accepted_and_sized_without_listing(sweep, size):
+    config = cfg(application={"execution": {"mode": "job"}}, experiment={"sweep": sweep})
+    assert config.experiment.sweep.size == size
 
 
 def test_all_problems_are_listed_for_validate():

@@ -2,12 +2,18 @@
 
 from __future__ import annotations
 
+import itertools
+import json
+import os
 import re
+import resource
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_oc.harness import Cluster, unescape  # noqa: E402
@@ -192,6 +198,74 @@ def test_sweep_submits_the_grid_in_one_request_and_compare_reads_metrics(cluster
     assert cmd[2:] == ["--lr", "0.1", "--lr=0.1", "--bs=16"]
     rc, out, _ = cluster.verb(capsys, "compare", cluster.dep)
     assert rc == 0 and "Final loss" in out and "0.125" in out and sweep_ids.pop() in out
+
+
+
+# Sweeps over spaces far too large to list: 8 parameters of 20 values is 25,600,000,000 combinations.
+HUGE = {f"p{i}": list(range(100 * i, 100 * i + 20)) for i in range(8)}
+ADDRESS_SPACE = 1 << 30  # run-sweep.sh runs in 1 GiB; listing the product would need hundreds of GiB
+
+
+def _set_sweep(cluster, sweep: dict) -> None:
+    cfg = cluster.dep / "config.yaml"
+    data = yaml.safe_load(cfg.read_text())
+    data["experiment"]["sweep"] = sweep
+    cfg.write_text(yaml.safe_dump(data, sort_keys=False))
+
+
+def _run_sweep(cluster, sweep: dict, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """run-sweep.sh as a user runs it, with its address space capped; returns it and each job's parameters."""
+    _set_sweep(cluster, sweep)
+    res = subprocess.run([str(cluster.dep / "scripts" / "run-sweep.sh"), *args], cwd=cluster.elsewhere,
+                         env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=300,
+                         preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE)))
+    if "--dry-run" in args and res.returncode == 0:
+        body = res.stdout.split("<<'MLSHIFT_STDIN_END'\n", 1)[1].split("\nMLSHIFT_STDIN_END", 1)[0]
+        jobs = yaml.safe_load(body)["items"]
+    else:
+        jobs = _jobs(cluster)
+    return res, [json.loads(j["metadata"]["annotations"]["mlshift.io/parameters"]) for j in jobs]
+
+
+def _within(params: dict, space: dict) -> bool:
+    return list(params) == list(space) and all(params[k] in space[k] for k in space)
+
+
+def test_random_sweep_over_a_huge_space_draws_max_runs_distinct_combinations(cluster):
+    res, trials = _run_sweep(cluster, {"method": "random", "max_runs": 5, "parameters": HUGE}, "--dry-run", "--seed", "7")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert len(trials) == 5 and all(_within(t, HUGE) for t in trials)
+    assert len({tuple(t.values()) for t in trials}) == 5
+    again, same = _run_sweep(cluster, {"method": "random", "max_runs": 5, "parameters": HUGE}, "--dry-run", "--seed", "7")
+    assert again.returncode == 0 and same == trials  # a seed repeats the draw
+
+
+def test_grid_over_a_huge_space_with_max_runs_takes_the_first_combinations(cluster):
+    res, trials = _run_sweep(cluster, {"method": "grid", "max_runs": 7, "parameters": HUGE}, "--dry-run")
+    assert res.returncode == 0, res.stderr[-2000:]
+    first = [dict(zip(HUGE, combo)) for combo in itertools.islice(itertools.product(*HUGE.values()), 7)]
+    assert trials == first and len({tuple(t.values()) for t in trials}) == 7
+    res, trials = _run_sweep(cluster, {"method": "grid", "max_runs": 7, "parameters": HUGE}, "--max-runs", "3")
+    assert res.returncode == 0, res.stderr[-2000:]
+    assert trials == first[:3] and cluster.verbs().count("create") == 1  # submitted, in one request
+
+
+def test_a_grid_too_large_to_submit_is_refused_with_its_size_and_largest_parameter(cluster):
+    space = {**HUGE, "p3": list(range(50))}  # 20**7 * 50 combinations; p3 has the most values
+    res, trials = _run_sweep(cluster, {"method": "grid", "parameters": space}, "--dry-run")
+    assert res.returncode != 0 and trials == []
+    message = res.stderr.strip()
+    assert "\n" not in message and "Traceback" not in message and "MemoryError" not in message
+    assert "experiment.sweep.parameters" in message
+    assert f"{20 ** 7 * 50:,} combinations" in message and "'p3' contributes most (50 values)" in message
+    assert "10,000" in message and "max_runs" in message
+
+
+def test_max_runs_above_the_bound_is_refused_in_one_line(cluster, capsys):
+    _set_sweep(cluster, {"parameters": {"lr": [0.1, 0.01]}})
+    rc, out, err = cluster.verb(capsys, "sweep", cluster.dep, "--max-runs", "10001")
+    assert rc != 0 and "--max-runs: 10,001 is more than the 10,000 jobs one sweep may submit" in err
+    assert "Traceback" not in err and _jobs(cluster) == []
 
 
 def test_submitted_jobs_pass_the_strict_kubernetes_schema(cluster, capsys, tmp_path):

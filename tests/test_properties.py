@@ -161,3 +161,23 @@ def test_hostile_text_never_runs_in_the_scripts(tmp_path: Path):
         subprocess.run([str(script), "--help"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60)
     assert not marker.exists()
     assert not any(re.search(r"touch .*PWNED", text) for rel, (text, _) in files.items() if rel.startswith("scripts/"))
+
+
+spaces = st.dictionaries(st.from_regex(r"[a-z]{1,6}", fullmatch=True),
+                         st.lists(st.integers(-50, 50), min_size=1, max_size=5, unique=True), min_size=1, max_size=4)
+
+
+@settings(max_examples=int(os.environ.get("PROPERTY_EXAMPLES", "60")), deadline=None)
+@given(spaces, st.one_of(st.none(), st.integers(1, 700)), st.integers(0, 2**32))
+def test_sweep_trials_match_the_listed_grid_on_small_spaces(space, count, seed):
+    """Grid: the first `count` of itertools.product; random: `count` distinct members of it, repeated by a seed."""
+    import itertools
+
+    from wizard.ops.jobs import sweep_trials
+
+    product = [dict(zip(space, combo)) for combo in itertools.product(*space.values())]
+    assert sweep_trials(space, "grid", count) == product[:count]
+    drawn = sweep_trials(space, "random", count, seed)
+    assert len(drawn) == min(count or len(product), len(product))
+    assert all(t in product for t in drawn) and len({tuple(t.values()) for t in drawn}) == len(drawn)
+    assert sweep_trials(space, "random", count, seed) == drawn

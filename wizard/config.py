@@ -11,6 +11,7 @@ filled-in values so that nothing is hidden.
 
 from __future__ import annotations
 
+import math
 import re
 import shlex
 from typing import Annotated, Any, Literal, Union
@@ -432,10 +433,14 @@ class Tracking(Strict):
     )
 
 
+MAX_SWEEP_RUNS = 10_000  # jobs one sweep may submit
+
+
 class Sweep(Strict):
     method: Annotated[Literal["grid", "random", "bayes"], choice("grid", "random", "bayes")] = "grid"
     parameters: dict[str, list[Scalar]] = Field(default_factory=dict, description="Argument name to the values to try.")
-    max_runs: int | None = Field(None, ge=1, le=10000, description="Most runs (random and bayes need it; grid caps its product).")
+    max_runs: int | None = Field(None, ge=1, le=MAX_SWEEP_RUNS,
+                                 description="Most runs (random and bayes need it; grid caps its product).")
     metric: str | None = Field(None, description="Metric to compare runs by.")
     goal: Annotated[Literal["minimize", "maximize"], choice("minimize", "maximize")] = "minimize"
     flag_format: str = Field("--{name}={value}", description="How one parameter becomes an argument; `{name}` and `{value}` are replaced.")
@@ -456,6 +461,23 @@ class Sweep(Strict):
         if "{value}" not in v:
             raise ValueError("flag_format must contain {value}")
         return v
+
+    @property
+    def size(self) -> int:
+        """Combinations in the grid: the product of the value counts, computed without listing them."""
+        return math.prod(len(values) for values in self.parameters.values())
+
+    def oversize(self) -> str | None:
+        """Why an uncapped grid is too large to submit (more than MAX_SWEEP_RUNS jobs), or None.
+
+        The message names the parameter with the most values, the first one to trim.
+        """
+        if self.method != "grid" or self.max_runs is not None or self.size <= MAX_SWEEP_RUNS:
+            return None
+        key = max(self.parameters, key=lambda name: len(self.parameters[name]))
+        return (f"the grid has {self.size:,} combinations, more than the {MAX_SWEEP_RUNS:,} jobs one sweep may submit; "
+                f"{key!r} contributes most ({len(self.parameters[key])} values): give fewer values, "
+                f"set experiment.sweep.max_runs, or use method: random")
 
 
 class Experiment(Strict):
@@ -575,6 +597,8 @@ class Config(Strict):
                 fail("experiment.sweep", "a sweep submits jobs; use execution.mode: job")
             if sweep.method in ("random", "bayes") and sweep.max_runs is None:
                 fail("experiment.sweep.max_runs", f"a {sweep.method} sweep needs max_runs")
+            if problem := sweep.oversize():
+                fail("experiment.sweep.parameters", problem)
         tr = self.experiment.tracking
         if tr.enabled and tr.backend == "mlflow" and not tr.uri:
             fail("experiment.tracking.uri", "the mlflow backend needs the tracking server's URI")

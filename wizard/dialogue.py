@@ -718,10 +718,11 @@ def summary_lines(config: Config, name: str, target: Path, *, force: bool, old: 
         extra = (f", entity {tr.entity}" if tr.entity else "") + (f", tags {', '.join(tr.tags)}" if tr.tags else "")
         lines.append(f"  Tracking     {tr.backend}, project {tr.project}{extra}")
     if exp.sweep is not None and exp.sweep.parameters:
-        runs = 1
-        for values in exp.sweep.parameters.values():
-            runs *= len(values)
-        count = f"{runs} combinations" if exp.sweep.method == "grid" else f"up to {exp.sweep.max_runs} runs"
+        size, cap = exp.sweep.size, exp.sweep.max_runs
+        if exp.sweep.method != "grid":
+            count = f"up to {cap} runs"
+        else:
+            count = f"the first {cap:,} of {size:,} combinations" if cap and cap < size else f"{size:,} combinations"
         lines.append(f"  Sweep        {exp.sweep.method} over {show_parameters(exp.sweep.parameters)} "
                      f"({count}, {exp.parallelism} at once)")
     lines.append(f"  Cluster      {config.deployment.cluster}, namespace "

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
-import itertools
 import json
+import math
 import random
 import re
 import secrets
@@ -19,6 +19,7 @@ from typing import Any
 
 import yaml
 
+from ..config import MAX_SWEEP_RUNS
 from ..errors import ConfigError, OcError, UserError
 from ..loader import apply_sets, dump_config, read_yaml
 from ..render import CONFIG_FILE, SCHEMA_FILE, render_files
@@ -433,6 +434,40 @@ def _word(value: Any) -> str:
     return str(value)
 
 
+def _combination(parameters: dict[str, list[Any]], index: int) -> dict[str, Any]:
+    """Combination `index` of the grid, in itertools.product order (the last parameter changes fastest)."""
+    picks = []
+    for values in reversed(list(parameters.values())):
+        index, digit = divmod(index, len(values))
+        picks.append(values[digit])
+    return dict(zip(parameters, reversed(picks)))
+
+
+def _distinct(rng: random.Random, total: int, count: int) -> list[int]:
+    """`count` different whole numbers below `total`, in the order drawn; work grows with count only."""
+    if 2 * count > total:  # then total < 2 * count: drawing from all of them is as cheap
+        return rng.sample(range(total), count)
+    drawn: dict[int, None] = {}
+    while len(drawn) < count:
+        drawn[rng.randrange(total)] = None
+    return list(drawn)
+
+
+def sweep_trials(parameters: dict[str, list[Any]], method: str, count: int | None,
+                 seed: int | None = None) -> list[dict[str, Any]]:
+    """The parameter values of each run of a sweep, found without listing the grid.
+
+    Combination i of the grid is i written in the mixed radix of the value counts. A grid runs
+    the first `count` combinations (all when None); a random sweep runs `count` distinct
+    combinations drawn with random.Random(seed), so the same seed gives the same runs. Either
+    way the cost grows with the runs returned, never with the size of the grid.
+    """
+    total = math.prod(len(values) for values in parameters.values())
+    count = total if count is None else min(count, total)
+    indices = _distinct(random.Random(seed), total, count) if method == "random" else range(count)
+    return [_combination(parameters, i) for i in indices]
+
+
 def sweep_runs(ctx: Ctx, max_runs: int | None, seed: int | None) -> list[Run]:
     sweep = ctx.config.experiment.sweep
     if sweep is None or not sweep.parameters:
@@ -441,17 +476,11 @@ def sweep_runs(ctx: Ctx, max_runs: int | None, seed: int | None) -> list[Run]:
     if sweep.method == "bayes":
         raise UserError("bayes sweeps need a search agent (a W&B sweep), which is not available here yet",
                         hint="use experiment.sweep.method: grid or random")
-    names = list(sweep.parameters)
-    grid = [dict(zip(names, combo)) for combo in itertools.product(*(sweep.parameters[n] for n in names))]
-    limit = max_runs or sweep.max_runs
-    if sweep.method == "random":
-        rng = random.Random(seed)
-        grid = [dict((n, rng.choice(sweep.parameters[n])) for n in names) for _ in range(limit or len(grid))]
-    elif limit:
-        grid = grid[:limit]
+    if max_runs is not None and max_runs > MAX_SWEEP_RUNS:
+        raise UserError(f"--max-runs: {max_runs:,} is more than the {MAX_SWEEP_RUNS:,} jobs one sweep may submit")
     base = ctx.plan.user_argv
     runs = []
-    for params in grid:
+    for params in sweep_trials(sweep.parameters, sweep.method, max_runs or sweep.max_runs, seed):
         words = list(base)
         for n, v in params.items():
             for part in sweep.flag_format.split():
