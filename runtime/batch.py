@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from runtime.errors import UsageError, one_line
+from runtime.protocol import valid_unicode
 from runtime.settings import TrackingSettings
 
 FLUSH_EVERY_S = 1.0
@@ -207,19 +208,11 @@ def _record(obj: Any, where: str) -> Record:
 def record_problem(record: Record) -> str | None:
     """Why a record cannot be generated, found without the model (it then gets an error row)."""
     texts = [record.prompt] if record.prompt is not None else [v for m in record.messages or [] for v in m.values()]
-    if isinstance(record.id, str) and not _is_unicode(record.id):
+    if isinstance(record.id, str) and not valid_unicode(record.id):
         return "the id is not valid Unicode text (it holds a lone surrogate)"
-    if not all(_is_unicode(t) for t in texts if isinstance(t, str)):
+    if not all(valid_unicode(t) for t in texts if isinstance(t, str)):
         return f"the {'prompt' if record.prompt is not None else 'messages'} are not valid Unicode text (a lone surrogate)"
     return None
-
-
-def _is_unicode(text: str) -> bool:
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
 
 
 # --------------------------------------------------------------------------- output

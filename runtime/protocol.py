@@ -24,18 +24,20 @@ MAX_STOPS = 4
 MAX_LOGIT_BIAS = 300
 
 
-def _has_surrogate(text: str) -> bool:
+def valid_unicode(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (JSON's ``"\\ud800"`` decodes to a lone
+    surrogate, which cannot)."""
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:
-        return True
-    return False
+        return False
+    return True
 
 
 def _check_text(value: Any) -> None:
     """Raise if any string in ``value`` (nested in lists and dicts, keys too) is not valid Unicode."""
     if isinstance(value, str):
-        if _has_surrogate(value):
+        if not valid_unicode(value):
             raise ValueError("is not valid Unicode text (it holds a lone surrogate such as \\ud800)")
     elif isinstance(value, (list, tuple)):
         for item in value:
