@@ -61,13 +61,18 @@ def test_scripts_pass_arguments_through(cluster):
     assert "- '0.5'" in res.stdout or "- \"0.5\"" in res.stdout
 
 
-def test_every_run_re_reads_config_yaml(cluster):
+def test_every_run_re_reads_config_yaml_and_only_deploy_re_renders(cluster):
     dep = cluster.server()
     cfg = dep / "config.yaml"
     cfg.write_text(cfg.read_text().replace("port: 8000", "port: 8123"))
     res = cluster.script(dep, "status.sh")
     assert res.returncode == 0, res.stderr
+    assert "port: 8000" in (dep / "manifests" / "service.yaml").read_text()  # status only reads
+    res = cluster.script(dep, "deploy.sh", "--build=never", "--no-wait")
+    assert res.returncode == 0, res.stderr
     assert "port: 8123" in (dep / "manifests" / "service.yaml").read_text()
+    applied = [text for c in cluster.calls() if c["argv"][0] == "apply" for text in c["files"].values()]
+    assert any("kind: Service" in text and "port: 8123" in text for text in applied)
 
 
 def test_a_bad_config_is_one_line_and_no_oc(cluster):

@@ -6,6 +6,7 @@ before anything is written.
 
 from __future__ import annotations
 
+import os
 import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import Any
 from .clusters import profile
 from .config import Config
 from .errors import UserError
+from .files import remove_stale_staging
 from .loader import apply_sets, deep_merge, load_config, read_yaml, validate
 from .render import CONFIG_FILE, FileReport, check_target, plan_writes, render_files, write
 
@@ -61,6 +63,10 @@ def create_or_update(
     dry_run: bool = False,
     copy_source_from: Path | None = None,
 ) -> Outcome:
+    """Write deployments/NAME from ``config``: created whole, or updated file by file (see :mod:`wizard.files`).
+
+    Staging folders that a killed earlier run left in ``deployments_dir`` are removed first.
+    """
     target = check_target(deployments_dir, name)
     files = render_files(config, name, with_config=True)
     created = not target.exists()
@@ -68,6 +74,8 @@ def create_or_update(
     outcome = Outcome(target, config, reports, created)
     if dry_run:
         return outcome
+    for leftover in remove_stale_staging(target.parent):
+        outcome.notes.append(f"removed {leftover}, left behind by an interrupted run")
     write(target, files, reports)
     if copy_source_from is not None:
         outcome.notes += copy_source(config, copy_source_from, target / "workspace")
@@ -75,10 +83,16 @@ def create_or_update(
 
 
 def copy_source(config: Config, origin: Path, workspace: Path) -> list[str]:
-    """Copy the application's file or folder into workspace/ once, if it exists where the user is."""
+    """Copy the application's file or folder into workspace/ once, if it exists where the user is.
+
+    Nothing is written through a link: not when workspace/ is one (to data kept elsewhere), and
+    not onto a name in it that already exists, even as a dangling link.
+    """
     app = config.application
     if app.type not in ("single_file", "directory") or not app.source.path:
         return []
+    if workspace.is_symlink():
+        return ["workspace/ is a link; copy your code into it yourself (nothing was copied through it)"]
     src = (origin / app.source.path).resolve() if not Path(app.source.path).is_absolute() else Path(app.source.path)
     if not src.exists():
         where = "workspace/" + Path(app.source.path).name if app.type == "single_file" else "workspace/"
@@ -86,7 +100,7 @@ def copy_source(config: Config, origin: Path, workspace: Path) -> list[str]:
     try:
         if src.is_file():
             dest = workspace / src.name
-            if dest.exists():
+            if os.path.lexists(dest):
                 return []
             shutil.copy2(src, dest)
             return [f"copied {app.source.path} to workspace/{src.name}"]
@@ -96,7 +110,7 @@ def copy_source(config: Config, origin: Path, workspace: Path) -> list[str]:
             copied = 0
             for item in src.iterdir():
                 dest = workspace / item.name
-                if dest.exists():
+                if os.path.lexists(dest):
                     continue
                 (shutil.copytree if item.is_dir() else shutil.copy2)(item, dest)
                 copied += 1

@@ -4,16 +4,14 @@ Rendering happens in memory first, so a template or config problem writes nothin
 reports, per file, whether it was created, unchanged, changed, or kept because the user
 edited it (the new version then goes beside it as ``<file>.new``). Hashes of what was last
 written live in ``.mlshift/state.json``; a new deployment is written to a temporary folder and
-renamed into place, so an interrupted run never leaves half a deployment behind.
+renamed into place, so an interrupted run never leaves half a deployment behind. What may be
+written or removed, and where, is decided by the rules in :mod:`wizard.files`.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -21,11 +19,12 @@ from typing import Any, Iterable
 from . import yamlio
 from .config import Config, json_schema
 from .errors import UserError
+from .files import (STATE_FILE, check_destinations, matches_record, new_folder, read_state, removal_verdict, remove_file,
+                    sha256_text, state_text, write_file)
 from .loader import dump_config
 from .paths import TEMPLATES, TOOL_ROOT
 from .plan import RENDEZVOUS_PORT, Plan
 
-STATE_FILE = ".mlshift/state.json"
 SCHEMA_FILE = "config.schema.json"
 CONFIG_FILE = "config.yaml"
 
@@ -153,29 +152,31 @@ def render_files(config: Config, deployment: str, *, with_config: bool = False) 
 @dataclass
 class FileReport:
     path: str
-    status: str  # created | unchanged | changed | kept | removed | left
+    status: str  # created | unchanged | changed | kept | removed | left | ignored
     note: str = ""
 
 
-def _sha(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-def _read_state(target: Path) -> dict[str, str]:
-    try:
-        state = json.loads((target / STATE_FILE).read_text(encoding="utf-8"))
-        return {str(k): str(v) for k, v in state.get("files", {}).items()}
-    except (OSError, ValueError, AttributeError):
-        return {}
+GITKEEP = "workspace/.gitkeep"
 
 
 def plan_writes(target: Path, files: dict[str, tuple[str, int]], *, force: bool = False) -> list[FileReport]:
-    """What writing ``files`` into ``target`` would do, file by file. Touches nothing."""
-    state = _read_state(target)
+    """What writing ``files`` into ``target`` would do, file by file. Touches nothing.
+
+    Follows the rules of :mod:`wizard.files`: a link on the way to any file it would write is
+    refused here (so a dry run says so too); a file is overwritten without asking only when
+    it is still what the wizard wrote (or with ``force``), and a file no longer generated is
+    removed only when it is still what the wizard wrote, ``force`` or not.
+    """
+    check_destinations(target, [*(rel for rel in files if rel != GITKEEP), STATE_FILE])
+    state = read_state(target)
     reports: list[FileReport] = []
+    workspace_is_link = (target / "workspace").is_symlink()
     for rel, (text, _mode) in sorted(files.items()):
         path = target / rel
-        if not path.exists():
+        if rel == GITKEEP and workspace_is_link:
+            reports.append(FileReport(rel, "unchanged"))  # nothing is written through a link
+            continue
+        if not os.path.lexists(path):
             reports.append(FileReport(rel, "created"))
             continue
         try:
@@ -184,21 +185,21 @@ def plan_writes(target: Path, files: dict[str, tuple[str, int]], *, force: bool 
             current = None
         if current == text:
             reports.append(FileReport(rel, "unchanged"))
-        elif rel == "workspace/.gitkeep":
+        elif rel == GITKEEP:
             reports.append(FileReport(rel, "unchanged"))
-        elif current is not None and (force or rel == CONFIG_FILE or state.get(rel) == _sha(current)):
+        elif current is not None and (force or rel == CONFIG_FILE or matches_record(path, state.files.get(rel))):
             reports.append(FileReport(rel, "changed"))
         else:
             reports.append(FileReport(rel, "kept", f"you edited it; the new version is in {rel}.new"))
-    for rel, old_hash in sorted(state.items()):
-        if rel in files or rel == CONFIG_FILE or rel.startswith("workspace/") or not (target / rel).exists():
+    check_destinations(target, [r.path + ".new" if r.status == "kept" else r.path for r in reports if r.status != "unchanged"])
+    if state.ignored:
+        reports.append(FileReport(STATE_FILE, "ignored", state.note()))
+    for rel, recorded in sorted(state.files.items()):
+        if rel in files or rel == CONFIG_FILE or rel.startswith("workspace/") or not os.path.lexists(target / rel):
             continue
-        try:
-            edited = _sha((target / rel).read_text(encoding="utf-8")) != old_hash
-        except (OSError, UnicodeDecodeError):
-            edited = True
-        if edited and not force:
-            reports.append(FileReport(rel, "left", "no longer generated, but you edited it"))
+        why = removal_verdict(target, rel, recorded)
+        if why:
+            reports.append(FileReport(rel, "left", f"{why}; it is left alone"))
         else:
             reports.append(FileReport(rel, "removed", "no longer needed by config.yaml"))
     return reports
@@ -207,48 +208,32 @@ def plan_writes(target: Path, files: dict[str, tuple[str, int]], *, force: bool 
 def write(target: Path, files: dict[str, tuple[str, int]], reports: list[FileReport]) -> None:
     """Apply ``reports`` (from :func:`plan_writes`). A new deployment appears whole or not at all."""
     if not target.exists():
-        target.parent.mkdir(parents=True, exist_ok=True)
-        staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent))
-        try:
+        with new_folder(target) as staging:
             _apply(staging, files, reports)
-            os.rename(staging, target)
-        except BaseException:
-            shutil.rmtree(staging, ignore_errors=True)
-            raise
         return
     _apply(target, files, reports)
 
 
 def _apply(target: Path, files: dict[str, tuple[str, int]], reports: list[FileReport]) -> None:
-    state = _read_state(target)
+    """Write what ``reports`` say, then the state: the hash of each file the wizard wrote."""
+    state = read_state(target).files
     for r in reports:
         if r.status == "removed":
-            (target / r.path).unlink(missing_ok=True)
-            state.pop(r.path, None)
+            if remove_file(target, r.path, state.get(r.path, "")):
+                state.pop(r.path, None)
             continue
-        if r.status not in ("created", "changed", "kept"):
-            if r.status == "unchanged" and r.path in files:
-                state[r.path] = _sha(files[r.path][0])
+        if r.path not in files:
             continue
         text, mode = files[r.path]
-        dest = target / r.path if r.status != "kept" else target / (r.path + ".new")
-        _atomic_write(dest, text, mode)
-        if r.status != "kept":
-            state[r.path] = _sha(text)
-    _atomic_write(target / STATE_FILE, json.dumps({"files": dict(sorted(state.items()))}, indent=1) + "\n", 0o644)
-
-
-def _atomic_write(path: Path, text: str, mode: int) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, mode)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        if r.status == "unchanged":
+            if r.path != GITKEEP:
+                state[r.path] = sha256_text(text)
+        elif r.status == "kept":
+            write_file(target, r.path + ".new", text, mode)
+        elif r.status in ("created", "changed"):
+            write_file(target, r.path, text, mode)
+            state[r.path] = sha256_text(text)
+    write_file(target, STATE_FILE, state_text(state), 0o644)
 
 
 def summarize(reports: Iterable[FileReport]) -> list[str]:

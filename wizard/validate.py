@@ -128,5 +128,5 @@ def check_deployment(directory: Path) -> tuple[list[str], list[str]]:
     stale = [r.path for r in plan_writes(directory, render_files(config, directory.name)) if r.status != "unchanged"]
     if stale:
         notes.append(f"{len(stale)} file(s) differ from what config.yaml renders ({', '.join(stale[:4])}"
-                     f"{', ...' if len(stale) > 4 else ''}); every script re-renders before acting")
+                     f"{', ...' if len(stale) > 4 else ''}); deploy.sh and `python -m wizard render` bring them up to date")
     return problems, notes

@@ -1,7 +1,9 @@
 """Operations on a deployment: what the generated scripts call (``python -m wizard VERB DIR``).
 
-Every verb re-reads config.yaml and re-renders the deployment first, so that edits take
-effect; every verb takes ``--dry-run``, which prints the ``oc`` commands and touches nothing.
+Every verb re-reads config.yaml, so that edits take effect. Only the verbs in
+:data:`RENDERING_VERBS` re-render the deployment folder (they act on its files); every other
+verb only reads it, except ``sync down``, which downloads results into it. Every verb takes
+``--dry-run``, which prints the ``oc`` commands and touches nothing.
 The cluster is reached only through ``oc`` (see :mod:`wizard.ops.oc`).
 """
 
@@ -12,6 +14,11 @@ from pathlib import Path
 from typing import Callable
 
 from .base import Ctx
+
+# Verbs that act on the rendered files on disk, so bring them up to date first: deploy applies
+# manifests/ and builds from the Containerfile. delete removes what deploy applied, so it reads
+# the files as they are; submit and sweep render each Job in memory.
+RENDERING_VERBS = frozenset({"deploy"})
 
 
 def _verbs() -> dict[str, Callable[[Ctx, argparse.Namespace], int]]:
@@ -45,10 +52,10 @@ def run(verb: str, deployment: Path, args: argparse.Namespace) -> int:
         from ..errors import UserError
 
         raise UserError(f"unknown operation {verb!r}")
-    ctx = Ctx.load(deployment, dry_run=bool(getattr(args, "dry_run", False)))
+    ctx = Ctx.load(deployment, dry_run=bool(getattr(args, "dry_run", False)), render=verb in RENDERING_VERBS)
     if ctx.dry_run and verb != "run-local":
         ctx.oc.note(f"dry run of {verb} for {ctx.name}: nothing below was run")
     return verbs[verb](ctx, args)
 
 
-__all__ = ["run", "Ctx"]
+__all__ = ["run", "Ctx", "RENDERING_VERBS"]

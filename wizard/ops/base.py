@@ -1,4 +1,4 @@
-"""What every verb starts from: the deployment re-read and re-rendered, and a way to reach oc."""
+"""What every verb starts from: config.yaml re-read (the files re-rendered only by deploy), and a way to reach oc."""
 
 from __future__ import annotations
 
@@ -58,21 +58,32 @@ class Ctx:
     session_checked: bool = field(default=False)
 
     @classmethod
-    def load(cls, directory: Path, *, dry_run: bool) -> "Ctx":
-        """Re-read config.yaml and re-render the deployment (written unless a dry run)."""
-        from ..deployment import rerender
+    def load(cls, directory: Path, *, dry_run: bool, render: bool = False) -> "Ctx":
+        """Re-read config.yaml; with ``render``, bring the deployment's files up to date first.
 
-        outcome = rerender(directory, dry_run=dry_run)
-        for r in outcome.reports:
-            if r.status == "kept" and r.path == "manifests/job.yaml":
-                warn("note: you edited manifests/job.yaml; submit builds each Job from config.yaml, not from that file")
-            elif r.status == "kept":
-                warn(f"note: you edited {r.path}; it is used as it is (the version from config.yaml is in {r.path}.new)")
-            elif r.status == "left":
-                warn(f"note: {r.path} is no longer generated but you edited it; it is left alone")
-        plan = Plan(outcome.config, outcome.target.name)
+        Only a verb that acts on the rendered files on disk passes ``render`` (deploy applies
+        manifests/ and builds from the Containerfile): it re-renders the deployment, writing
+        unless a dry run, and names the files kept because the user edited them. Every other
+        verb only reads: it works from config.yaml and what it renders in memory, and never
+        writes to the deployment folder.
+        """
+        from ..deployment import load_deployment, rerender
+
+        if render:
+            outcome = rerender(directory, dry_run=dry_run)
+            for r in outcome.reports:
+                if r.status == "kept" and r.path == "manifests/job.yaml":
+                    warn("note: you edited manifests/job.yaml; submit builds each Job from config.yaml, not from that file")
+                elif r.status == "kept":
+                    warn(f"note: you edited {r.path}; it is used as it is (the version from config.yaml is in {r.path}.new)")
+                elif r.status in ("left", "ignored"):
+                    warn(f"note: {r.path}: {r.note}")
+            target, config = outcome.target, outcome.config
+        else:
+            target, config = load_deployment(directory)
+        plan = Plan(config, target.name)
         _DRY["on"] = dry_run
-        return cls(outcome.target, outcome.config, plan, Oc(plan.namespace, dry_run=dry_run), dry_run)
+        return cls(target, config, plan, Oc(plan.namespace, dry_run=dry_run), dry_run)
 
     # ------------------------------------------------------------------ names
     @property

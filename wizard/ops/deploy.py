@@ -14,6 +14,7 @@ from typing import Any
 import yaml
 
 from ..errors import OcError, UserError
+from ..files import check_destinations, write_file
 from ..paths import TOOL_ROOT, WORKSPACE_MOUNT
 from . import diagnose
 from .base import Ctx, poll_seconds, say, sleep, warn
@@ -110,6 +111,17 @@ def tree_hash(root: Path) -> str:
     return h.hexdigest()
 
 
+def read_build_state(path: Path) -> dict[str, str]:
+    """Namespace -> digest of the last build context; {} for a file that is missing or not one."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {k: v for k, v in data.items() if isinstance(v, str)}
+
+
 def build(ctx: Ctx, when: str) -> None:
     name = ctx.name
     if ctx.dry_run:
@@ -129,10 +141,7 @@ def build(ctx: Ctx, when: str) -> None:
         digest = tree_hash(context)
         key = ctx.oc.namespace or ""
         if when == "auto":
-            try:
-                last = json.loads(state_file.read_text(encoding="utf-8")).get(key)
-            except (OSError, ValueError, AttributeError):
-                last = None
+            last = read_build_state(state_file).get(key)
             exists = ctx.oc.call("get", ["imagestreamtag", f"{name}:latest", "-o", "name", "--ignore-not-found"],
                                  what="look up the image").out.strip()
             if exists and last == digest:
@@ -143,15 +152,9 @@ def build(ctx: Ctx, when: str) -> None:
         if rc != 0:
             raise UserError(f"the image build of {name} failed (exit code {rc})",
                             hint=f"read the log above or `oc logs bc/{name}`; fix Containerfile or the requirements and re-run deploy.sh")
-    try:
-        state = json.loads(state_file.read_text(encoding="utf-8"))
-        if not isinstance(state, dict):
-            state = {}
-    except (OSError, ValueError):
-        state = {}
+    state = read_build_state(state_file)
     state[key] = digest
-    state_file.parent.mkdir(parents=True, exist_ok=True)
-    state_file.write_text(json.dumps(state, indent=1) + "\n", encoding="utf-8")
+    write_file(ctx.directory, BUILD_STATE, json.dumps(state, indent=1) + "\n", 0o644)
 
 
 # --------------------------------------------------------------------------- workspace upload
@@ -252,6 +255,8 @@ def upload_workspace(ctx: Ctx, pod: str | None) -> None:
 # --------------------------------------------------------------------------- deploy
 def deploy(ctx: Ctx, args) -> int:
     plan = ctx.plan
+    if plan.build:
+        check_destinations(ctx.directory, [BUILD_STATE])  # where the build is recorded; before anything happens
     say(f"Deploying {ctx.name} ({plan.mode}) to {plan.namespace or 'the current project'}")
     ctx.check_session()
     check_secrets(ctx)

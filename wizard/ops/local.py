@@ -57,7 +57,8 @@ def run_local(ctx: Ctx, args) -> int:
         return 0
     if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
         raise UserError(f"{cmd[0]} is not installed on this machine")
-    cwd.mkdir(parents=True, exist_ok=True)
+    if not cwd.is_dir():  # run-local only reads the deployment folder: it creates nothing in it
+        raise UserError(f"{ctx.rel(cwd)}/ does not exist", hint="create it (python -m wizard render re-creates workspace/)")
     say("Running here: " + shlex.join(cmd))
     try:
         return subprocess.run(cmd, cwd=cwd, env=env).returncode
