@@ -211,7 +211,8 @@ def record_problem(record: Record) -> str | None:
     if isinstance(record.id, str) and not valid_unicode(record.id):
         return "the id is not valid Unicode text (it holds a lone surrogate)"
     if not all(valid_unicode(t) for t in texts if isinstance(t, str)):
-        return f"the {'prompt' if record.prompt is not None else 'messages'} are not valid Unicode text (a lone surrogate)"
+        what = "the prompt is" if record.prompt is not None else "the messages are"
+        return f"{what} not valid Unicode text (a lone surrogate)"
     return None
 
 
