@@ -1,0 +1,11 @@
+#!/usr/bin/env bash
+# Run the same application or server on this machine (CPU or local GPU).
+#
+# Usage: scripts/run-local.sh [options]      (scripts/run-local.sh --help lists them)
+# Works from any directory. Every run re-reads config.yaml, so edits take effect at once;
+# --dry-run prints the oc commands instead of running them.
+set -euo pipefail
+here="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd -P)"
+# shellcheck source=_common.sh
+source "$here/_common.sh"
+mlshift run-local "$@"

@@ -1,0 +1,39 @@
+# Shared by the scripts of deployment preset-transformers-server: finds the Python that has mlshift
+# installed and runs one of its verbs on this deployment folder. Sourced, not run.
+# shellcheck shell=bash
+
+MLSHIFT_DEPLOYMENT_DIR="$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")/.." && pwd -P)"
+
+mlshift_python() {
+  if [ -n "${MLSHIFT_PYTHON:-}" ]; then
+    printf '%s\n' "$MLSHIFT_PYTHON"
+    return 0
+  fi
+  # The checkout this deployment lives in: its .venv (made by `make setup`).
+  local dir="$MLSHIFT_DEPLOYMENT_DIR"
+  while [ "$dir" != "/" ]; do
+    if [ -x "$dir/.venv/bin/python" ] && [ -f "$dir/wizard/__main__.py" ]; then
+      printf '%s\n' "$dir/.venv/bin/python"
+      return 0
+    fi
+    dir="$(dirname -- "$dir")"
+  done
+  # The checkout that rendered this folder (for deployments kept outside it).
+  dir=<checkout>
+  if [ -x "$dir/.venv/bin/python" ] && [ -f "$dir/wizard/__main__.py" ]; then
+    printf '%s\n' "$dir/.venv/bin/python"
+    return 0
+  fi
+  if command -v python3 >/dev/null 2>&1 && python3 -c 'import wizard.cli' >/dev/null 2>&1; then
+    command -v python3
+    return 0
+  fi
+  echo "error: cannot find mlshift: run 'make setup' in its checkout, or set MLSHIFT_PYTHON" >&2
+  return 1
+}
+
+mlshift() {
+  local python
+  python="$(mlshift_python)" || exit 1
+  exec "$python" -m wizard "$1" "$MLSHIFT_DEPLOYMENT_DIR" "${@:2}"
+}
