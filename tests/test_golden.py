@@ -9,8 +9,6 @@ again and commit them on their own, with the reason in the message:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import shutil
 from pathlib import Path
@@ -28,24 +26,8 @@ CASES = (
 )
 
 
-# The checkout that rendered a deployment is named in its scripts (where to find mlshift); the
-# golden files hold a placeholder, so that they do not depend on where the checkout is.
-CHECKOUT = str(Path(__file__).resolve().parents[1]).encode()
-STATE = ".mlshift/state.json"
-
-
 def files(root: Path) -> dict[str, bytes]:
-    """Every file below ``root`` by its path; the checkout's path replaced by a placeholder, and
-    the state file's hashes of the files that named it taken over the replaced bytes."""
-    raw = {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
-    out = {rel: data.replace(CHECKOUT, b"<checkout>") for rel, data in raw.items()}
-    if STATE in out and any(CHECKOUT in data for data in raw.values()):
-        state = json.loads(out[STATE])
-        for rel, data in raw.items():
-            if CHECKOUT in data and rel in state.get("files", {}):
-                state["files"][rel] = hashlib.sha256(out[rel]).hexdigest()
-        out[STATE] = json.dumps(state, indent=1, sort_keys=True).encode()
-    return out
+    return {p.relative_to(root).as_posix(): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
 
 
 def test_every_preset_and_example_is_covered() -> None:

@@ -22,7 +22,7 @@ from .errors import UserError
 from .files import (STATE_FILE, check_destinations, matches_record, new_folder, read_state, removal_verdict, remove_file,
                     sha256_text, state_text, write_file)
 from .loader import dump_config
-from .paths import TEMPLATES, TOOL_ROOT
+from .paths import TEMPLATES
 from .plan import RENDEZVOUS_PORT, Plan
 
 SCHEMA_FILE = "config.schema.json"
@@ -127,7 +127,7 @@ def render_files(config: Config, deployment: str, *, with_config: bool = False) 
         return _block(meta, 2)
 
     common = {"config": config, "plan": plan, "meta_tail": meta_tail, "config_text": config_text,
-              "rendezvous_port": RENDEZVOUS_PORT, "scripts": SCRIPTS, "tool_root": str(TOOL_ROOT)}
+              "rendezvous_port": RENDEZVOUS_PORT, "scripts": SCRIPTS}
     listed: list[str] = []
     unlisted: list[str] = []
     for template, in_kustomization in plan.manifests:

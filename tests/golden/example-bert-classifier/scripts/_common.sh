@@ -18,17 +18,25 @@ mlshift_python() {
     fi
     dir="$(dirname -- "$dir")"
   done
-  # The checkout that rendered this folder (for deployments kept outside it).
-  dir=<checkout>
-  if [ -x "$dir/.venv/bin/python" ] && [ -f "$dir/wizard/__main__.py" ]; then
-    printf '%s\n' "$dir/.venv/bin/python"
-    return 0
+  # An installed mlshift: the Python its command runs with.
+  local command
+  if command="$(command -v mlshift)" && head -n 1 -- "$command" | grep -q '^#!'; then
+    local shebang
+    shebang="$(head -n 1 -- "$command")"
+    shebang="${shebang#\#!}"
+    case "$shebang" in
+      */python*)
+        if [ -x "$shebang" ]; then
+          printf '%s\n' "$shebang"
+          return 0
+        fi ;;
+    esac
   fi
   if command -v python3 >/dev/null 2>&1 && python3 -c 'import wizard.cli' >/dev/null 2>&1; then
     command -v python3
     return 0
   fi
-  echo "error: cannot find mlshift: run 'make setup' in its checkout, or set MLSHIFT_PYTHON" >&2
+  echo "error: cannot find mlshift: run 'make setup' in its checkout, pip install mlshift, or set MLSHIFT_PYTHON" >&2
   return 1
 }
 
