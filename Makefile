@@ -21,10 +21,15 @@ help:
 	@echo "make bench                 the benchmarks (ratios against baselines measured in the same run)"
 	@echo "make bench-gpu             on a CUDA GPU: the runtime tests and the GPU benchmarks (1B random model)"
 
+# pip's and setuptools' output goes to $(VENV)/install.log, shown only when a step fails.
+INSTALL = $(PY) -m pip install --quiet --disable-pip-version-check
+LOGGED = >>$(VENV)/install.log 2>&1 || { cat $(VENV)/install.log >&2; echo "error: the install failed; its log is above and in $(VENV)/install.log" >&2; exit 1; }
+
 $(VENV)/.setup-done: pyproject.toml
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e .
+	@test -x $(PY) || { echo "Creating $(VENV) (the first run takes a minute)"; $(PYTHON) -m venv $(VENV); }
+	@echo "Installing mlshift into $(VENV)"
+	@$(INSTALL) --upgrade pip $(LOGGED)
+	@$(INSTALL) -e . $(LOGGED)
 	@touch $@
 
 setup: $(VENV)/.setup-done
@@ -34,8 +39,9 @@ wizard: $(VENV)/.setup-done
 	@$(PY) -m wizard new "$$PROJECT" $$ARGS
 
 $(VENV)/.test-done: $(VENV)/.setup-done pyproject.toml
-	$(PY) -m pip install --quiet "torch==$(TORCH_VERSION)"
-	$(PY) -m pip install --quiet -e ".[runtime,dev]"
+	@echo "Installing torch $(TORCH_VERSION) and the runtime and test extras into $(VENV) (the first run takes a few minutes)"
+	@$(INSTALL) "torch==$(TORCH_VERSION)" $(LOGGED)
+	@$(INSTALL) -e ".[runtime,dev]" $(LOGGED)
 	@touch $@
 
 test: $(VENV)/.test-done

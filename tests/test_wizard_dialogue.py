@@ -444,7 +444,10 @@ def test_the_printed_command_gives_the_same_config_without_questions(tmp_path):
     words = shlex.split(line)
     assert words[:4] == ["python", "-m", "wizard", "new"] and "--preset" in words
     other = tmp_path / "other"
-    words[words.index("--deployments-dir") + 1] = str(other)
+    if "--deployments-dir" in words:
+        words[words.index("--deployments-dir") + 1] = str(other)
+    else:  # the default (deployments/ under the current folder) is left out
+        words += ["--deployments-dir", str(other)]
     r = subprocess.run([sys.executable, *words[1:]], capture_output=True, text=True, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     assert (other / "sweepy" / "config.yaml").read_text() == (w.target / "config.yaml").read_text()

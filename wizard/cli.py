@@ -214,7 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--defaults", action="store_true", help="take defaults for everything not given; never ask")
     p.add_argument("-i", "--interactive", action="store_true", help="ask questions even when answers are given")
     p.add_argument("--deployments-dir", type=Path, default=DEFAULT_DEPLOYMENTS, metavar="DIR",
-                   help="where deployment folders live (default: deployments/ in this checkout)")
+                   help="where deployment folders live (default: deployments/ under the current folder)")
     p.add_argument("--force", action="store_true", help="overwrite files you edited instead of writing FILE.new beside them")
     p.add_argument("--dry-run", action="store_true", help="show what would be written; write nothing")
     p.set_defaults(func=cmd_new)

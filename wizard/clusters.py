@@ -10,10 +10,10 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from .errors import ConfigError
 from .loader import did_you_mean, read_yaml
-from .paths import TOOL_ROOT
+from .paths import USER_CLUSTERS
 
 BUILTIN = Path(__file__).with_name("clusters.yaml")
-USER_FILE = TOOL_ROOT / "clusters.yaml"
+USER_FILE = USER_CLUSTERS
 
 
 class Toleration(BaseModel):

@@ -16,7 +16,7 @@ from pydantic_core import PydanticUndefined
 
 from .config import Config, json_schema
 from .loader import _model_in, _unwrap
-from .paths import TOOL_ROOT
+from .paths import SOURCE_ROOT
 
 HEADER = """# Configuration reference
 
@@ -110,7 +110,7 @@ def schema_text() -> str:
 
 
 def write_docs(output_dir: Path | None = None) -> list[Path]:
-    out = output_dir or TOOL_ROOT / "docs"
+    out = output_dir or SOURCE_ROOT / "docs"
     out.mkdir(parents=True, exist_ok=True)
     ref, schema = out / "reference.md", out / "config.schema.json"
     ref.write_text(reference_markdown(), encoding="utf-8")

@@ -15,7 +15,7 @@ import yaml
 
 from ..errors import OcError, UserError
 from ..files import check_destinations, write_file
-from ..paths import TOOL_ROOT, WORKSPACE_MOUNT
+from ..paths import SOURCE_ROOT, WORKSPACE_MOUNT
 from . import diagnose
 from .base import Ctx, poll_seconds, say, sleep, warn
 from .oc import first_line
@@ -99,8 +99,8 @@ def build_context(ctx: Ctx, dest: Path) -> None:
         shutil.copy2(src, dest / "workspace" / req)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", ".pytest_cache")
     for pkg in ("wizard", "runtime"):
-        if (TOOL_ROOT / pkg).is_dir():
-            shutil.copytree(TOOL_ROOT / pkg, dest / "mlshift" / pkg, ignore=ignore)
+        if (SOURCE_ROOT / pkg).is_dir():
+            shutil.copytree(SOURCE_ROOT / pkg, dest / "mlshift" / pkg, ignore=ignore)
     (dest / "mlshift" / "requirements-runtime.txt").write_text("\n".join(RUNTIME_REQUIREMENTS) + "\n", encoding="utf-8")
 
 

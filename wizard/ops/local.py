@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 
 from ..errors import UserError
-from ..paths import TOOL_ROOT
+from ..paths import SOURCE_ROOT
 from .base import Ctx, say
 
 
@@ -51,7 +51,7 @@ def run_local(ctx: Ctx, args) -> int:
     if ctx.config.inference.enabled:
         env.setdefault("PORT", str(args.port or ctx.config.inference.port))
     if cmd[0] == sys.executable:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TOOL_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
     if args.dry_run:
         print(f"cd {shlex.quote(str(cwd))} && " + shlex.join(cmd))
         return 0

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import UserError
-from ..paths import TOOL_ROOT, WORKSPACE_MOUNT
+from ..paths import SOURCE_ROOT, WORKSPACE_MOUNT
 from . import deploy as deploy_ops
 from .base import Ctx, say, warn
 from .oc import Answer, explain, first_line
@@ -256,7 +256,7 @@ def bench(ctx: Ctx, args) -> int:
             print(shlex.join(["python", *cmd[1:]]))
             return 0
         env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(TOOL_ROOT), env.get("PYTHONPATH")]))
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
         if key:
             env["OPENAI_API_KEY"] = key  # in the child's environment only
         return subprocess.run(cmd, env=env).returncode
