@@ -10,7 +10,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_oc.harness import Cluster  # noqa: E402
 
-from wizard.render import SCRIPTS  # noqa: E402
+from wizard.verbs import VERBS as SCRIPTS  # noqa: E402
 
 JOB_VERBS = {"submit", "watch", "jobs", "sweep", "compare"}
 

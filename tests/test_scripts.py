@@ -10,7 +10,8 @@ import subprocess
 import pytest
 
 from wizard.loader import parse_yaml, validate
-from wizard.render import SCRIPTS, plan_writes, render_files, write
+from wizard.render import plan_writes, render_files, write
+from wizard.verbs import VERBS as SCRIPTS
 from wizard.validate import check_scripts
 
 from conftest import EXAMPLES, ROOT

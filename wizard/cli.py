@@ -176,28 +176,6 @@ def cmd_operation(args: argparse.Namespace) -> int:
 
 
 # --------------------------------------------------------------------------- parser
-OPERATIONS: dict[str, str] = {
-    "deploy": "build the image if needed, apply the manifests, wait until ready",
-    "delete": "delete what deploy created",
-    "status": "pods, jobs, Route, and why anything is pending or failing",
-    "logs": "the application's logs",
-    "submit": "submit the job under a unique name",
-    "watch": "follow a job until it ends",
-    "jobs": "list submitted jobs",
-    "run-app": "run the application inside the running pod",
-    "exec": "a shell or a command in the running pod",
-    "port-forward": "forward a local port to the ready server pod",
-    "test-inference": "send one real request to the server",
-    "bench": "load-test the server",
-    "jupyter": "Jupyter Lab in the pod, forwarded here",
-    "vscode": "VS Code (code-server) in the pod, forwarded here",
-    "sync": "upload workspace/ or download results",
-    "sweep": "submit one job per sweep combination",
-    "compare": "compare submitted runs",
-    "run-local": "run the application or server on this machine",
-}
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = Parser(prog=PROG, description="Scaffold, validate and operate OpenShift GPU deployments.")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
@@ -237,13 +215,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=None, metavar="DIR")
     p.set_defaults(func=cmd_docs)
 
-    from .ops_args import add_operation_arguments
+    from .verbs import VERBS
 
-    for verb, summary in OPERATIONS.items():
-        p = sub.add_parser(verb, help=summary, description=summary[0].upper() + summary[1:] + ".")
+    for verb in VERBS:
+        p = sub.add_parser(verb.name, help=verb.summary[0].lower() + verb.summary[1:].rstrip("."), description=verb.summary)
         _deployment_arg(p)
-        add_operation_arguments(verb, p)
-        p.set_defaults(func=cmd_operation, verb=verb)
+        verb.add_arguments(p)
+        p.set_defaults(func=cmd_operation, verb=verb.name)
     return parser
 
 

@@ -17,6 +17,7 @@ from pydantic_core import PydanticUndefined
 from .config import Config, json_schema
 from .loader import _model_in, _unwrap
 from .paths import SOURCE_ROOT
+from .verbs import VERBS
 
 HEADER = """# Configuration reference
 
@@ -102,6 +103,11 @@ def reference_markdown() -> str:
             out.append("| key | type | default | meaning |\n| --- | --- | --- | --- |")
             out.extend(rows)
         queue = found + queue
+    out.append("\n## Scripts\n")
+    out.append("Each deployment's `scripts/` has one script per operation; `python -m wizard VERB DEPLOYMENT` "
+               "runs the same, and `--help` lists its options (declared in `wizard/verbs.py`).\n")
+    out.append("| script | verb | what it does |\n| --- | --- | --- |")
+    out.extend(f"| `{v.file}` | `{v.name}` | {v.summary.replace('|', chr(92) + '|')} |" for v in VERBS)
     return "\n".join(out).rstrip() + "\n"
 
 

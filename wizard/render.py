@@ -24,39 +24,10 @@ from .files import (STATE_FILE, check_destinations, matches_record, new_folder, 
 from .loader import dump_config
 from .paths import TEMPLATES
 from .plan import RENDEZVOUS_PORT, Plan
+from .verbs import VERBS
 
 SCHEMA_FILE = "config.schema.json"
 CONFIG_FILE = "config.yaml"
-
-
-@dataclass(frozen=True)
-class Script:
-    file: str
-    verb: str
-    summary: str
-    args: tuple[str, ...] = ()
-
-
-SCRIPTS: tuple[Script, ...] = (
-    Script("deploy.sh", "deploy", "Build the image if needed, apply the manifests and wait until the application is ready."),
-    Script("delete.sh", "delete", "Delete what deploy created (the workspace volume only with --volumes)."),
-    Script("status.sh", "status", "Show pods, jobs, the Route and why anything is pending or failing."),
-    Script("logs.sh", "logs", "Show (or follow with -f) the application's logs."),
-    Script("submit-job.sh", "submit", "Submit the job under a unique name; --set key=value changes this submission only."),
-    Script("watch-job.sh", "watch", "Follow a submitted job until it ends; exits with the job's outcome."),
-    Script("list-jobs.sh", "jobs", "List this application's submitted jobs."),
-    Script("run-app.sh", "run-app", "Run the application by hand inside the running pod."),
-    Script("shell.sh", "exec", "Open a shell (or run a command) in the running pod."),
-    Script("port-forward.sh", "port-forward", "Forward a local port to the ready server pod."),
-    Script("test-inference.sh", "test-inference", "Send one real request to the server and print the answer and latency."),
-    Script("benchmark-inference.sh", "bench", "Load-test the server: throughput, TTFT and latency percentiles."),
-    Script("jupyter.sh", "jupyter", "Start Jupyter Lab in the pod and forward it to this machine."),
-    Script("vscode.sh", "vscode", "Start VS Code (code-server) in the pod and forward it to this machine."),
-    Script("sync-workspace.sh", "sync", "Upload workspace/ to the pod's /workspace, or download results."),
-    Script("run-sweep.sh", "sweep", "Submit one job per combination of experiment.sweep.parameters."),
-    Script("compare-experiments.sh", "compare", "Compare the submitted runs' outcomes and metrics in one table."),
-    Script("run-local.sh", "run-local", "Run the same application or server on this machine (CPU or local GPU)."),
-)
 
 
 # --------------------------------------------------------------------------- jinja
@@ -127,7 +98,7 @@ def render_files(config: Config, deployment: str, *, with_config: bool = False) 
         return _block(meta, 2)
 
     common = {"config": config, "plan": plan, "meta_tail": meta_tail, "config_text": config_text,
-              "rendezvous_port": RENDEZVOUS_PORT, "scripts": SCRIPTS}
+              "rendezvous_port": RENDEZVOUS_PORT, "scripts": VERBS}
     listed: list[str] = []
     unlisted: list[str] = []
     for template, in_kustomization in plan.manifests:
@@ -136,7 +107,7 @@ def render_files(config: Config, deployment: str, *, with_config: bool = False) 
         (listed if in_kustomization else unlisted).append(out)
     files["manifests/kustomization.yaml"] = (
         env.get_template("manifests/kustomization.yaml.j2").render(common, listed=listed, unlisted=unlisted), 0o644)
-    for script in SCRIPTS:
+    for script in VERBS:
         files[f"scripts/{script.file}"] = (env.get_template("scripts/script.sh.j2").render(common, script=script), 0o755)
     files["scripts/_common.sh"] = (env.get_template("scripts/_common.sh.j2").render(common), 0o644)
     if plan.build:
