@@ -79,14 +79,14 @@ def _default_engine(settings: ServeSettings) -> Engine:
     return TransformersEngine(settings)
 
 
-async def _answer(request: Request, stream: bool, svc: Any, jobs: list[Any],
+async def _answer(request: Request, stream: bool, svc: Any, generations: list[Any],
                   streamed: Callable[[list[Any]], AsyncIterator[str]],
                   finished: Callable[[list[Any]], Awaitable[BaseModel]]) -> Response:
-    """A generation request's answer: SSE when streaming, else one JSON body; the jobs are
+    """A generation request's answer: SSE when streaming, else one JSON body; the generations are
     cancelled (their batch slots freed) if the client goes away first."""
     if stream:
-        return _sse(streamed(jobs), lambda: svc.cancel(jobs))
-    result = await _unless_disconnected(request, finished(jobs), lambda: svc.cancel(jobs))
+        return _sse(streamed(generations), lambda: svc.cancel(generations))
+    result = await _unless_disconnected(request, finished(generations), lambda: svc.cancel(generations))
     return JSON(result.model_dump(mode="json"))
 
 
@@ -101,7 +101,7 @@ def create_app(
     state = State(settings, metrics)
 
     def load() -> None:
-        from runtime.batching import Scheduler
+        from runtime.scheduler import Scheduler
         from runtime.service import Service
 
         engine = engine_factory(settings)
@@ -217,14 +217,14 @@ def create_app(
     async def completions(body: p.CompletionRequest, request: Request) -> Response:
         svc = service()
         return await _answer(request, body.stream, svc, await svc.start_completion(body),
-                             lambda jobs: svc.stream_completion(body, jobs), lambda jobs: svc.finish_completion(body, jobs))
+                             lambda gens: svc.stream_completion(body, gens), lambda gens: svc.finish_completion(body, gens))
 
     @app.post("/v1/chat/completions", dependencies=guarded, response_model=p.ChatCompletionResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
         svc = service()
         return await _answer(request, body.stream, svc, await svc.start_chat(body),
-                             lambda jobs: svc.stream_chat(body, jobs), lambda jobs: svc.finish_chat(body, jobs))
+                             lambda gens: svc.stream_chat(body, gens), lambda gens: svc.finish_chat(body, gens))
 
     @app.post("/v1/embeddings", dependencies=guarded, response_model=p.EmbeddingResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})

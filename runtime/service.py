@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime import protocol as p
-from runtime.batching import Event, Scheduler, Ticket
+from runtime.scheduler import Event, Scheduler, Ticket
 from runtime.engine_base import Engine, SamplingParams, Sequence
 from runtime.errors import RequestError, RequestTimeout, one_line
 from runtime.metrics import Metrics
@@ -106,7 +106,7 @@ class Mailbox:
 
 
 @dataclass
-class Job:
+class Generation:
     """One sequence on its way through the scheduler, seen from the event loop."""
 
     ticket: Ticket
@@ -252,7 +252,7 @@ class Service:
             raise RequestError(f"The chat template rejected these messages: {one_line(exc)}", param="messages") from None
 
     # ---------------------------------------------------------------- generation
-    def _submit(self, ids: list[int], params: SamplingParams, stops: list[str], stream: bool) -> Job:
+    def _submit(self, ids: list[int], params: SamplingParams, stops: list[str], stream: bool) -> Generation:
         loop = asyncio.get_running_loop()
         if self._mailbox is None or self._mailbox.loop is not loop:
             self._mailbox = Mailbox(loop)
@@ -263,20 +263,20 @@ class Service:
         # Tokens travel one by one only when someone looks at them (streams, stop strings).
         ticket.stream_tokens = stream or bool(stops)
         self.scheduler.submit(ticket)
-        job = Job(ticket, queue, TextStream(self.engine.decode, stops), len(ids))
+        generation = Generation(ticket, queue, TextStream(self.engine.decode, stops), len(ids))
         stuck = Event("error", RequestTimeout(ticket.timeout))
-        job.watchdog = loop.call_at(loop.time() + ticket.timeout + 1.0, queue.put_nowait, stuck)
-        return job
+        generation.watchdog = loop.call_at(loop.time() + ticket.timeout + 1.0, queue.put_nowait, stuck)
+        return generation
 
-    async def _events(self, job: Job) -> AsyncIterator[tuple[str, str | None]]:
+    async def _events(self, generation: Generation) -> AsyncIterator[tuple[str, str | None]]:
         """(text delta, finish reason or None) until the sequence ends. Tokens that arrived
         together (the loop was busy for a step or more) go out as one delta."""
-        assert job.text is not None
+        assert generation.text is not None
         try:
             while True:
-                events = [await job.queue.get()]
-                while not job.queue.empty():
-                    events.append(job.queue.get_nowait())
+                events = [await generation.queue.get()]
+                while not generation.queue.empty():
+                    events.append(generation.queue.get_nowait())
                 tokens: list[int] = []
                 end: Event | None = None  # "done" or "error": nothing comes after it
                 for ev in events:
@@ -284,46 +284,46 @@ class Service:
                         end = ev
                         break
                     tokens.append(ev.value)
-                delta = job.text.push(*tokens) if tokens else ""
-                if job.text.stopped:
-                    self.scheduler.cancel(job.ticket, stop_string=True)
-                    yield delta + job.text.finish(), "stop"
+                delta = generation.text.push(*tokens) if tokens else ""
+                if generation.text.stopped:
+                    self.scheduler.cancel(generation.ticket, stop_string=True)
+                    yield delta + generation.text.finish(), "stop"
                     return
                 if end is None:
                     if delta:
                         yield delta, None
                 elif end.kind == "done":
-                    if not job.ticket.stream_tokens:
-                        assert job.ticket.seq is not None
-                        yield self.engine.decode(job.ticket.seq.output_ids), end.value
+                    if not generation.ticket.stream_tokens:
+                        assert generation.ticket.seq is not None
+                        yield self.engine.decode(generation.ticket.seq.output_ids), end.value
                     else:
-                        yield delta + job.text.finish(), end.value
+                        yield delta + generation.text.finish(), end.value
                     return
                 else:
                     if delta:
                         yield delta, None
                     raise end.value
         finally:
-            if job.watchdog is not None:
-                job.watchdog.cancel()
+            if generation.watchdog is not None:
+                generation.watchdog.cancel()
 
-    def _account(self, jobs: list[Job], endpoint: str) -> p.Usage:
-        prompt = sum(j.prompt_tokens for j in jobs)
-        completion = sum(len(j.ticket.seq.output_ids) for j in jobs if j.ticket.seq)
+    def _account(self, generations: list[Generation], endpoint: str) -> p.Usage:
+        prompt = sum(j.prompt_tokens for j in generations)
+        completion = sum(len(j.ticket.seq.output_ids) for j in generations if j.ticket.seq)
         self.metrics.prompt_tokens.inc(prompt)
         self.metrics.generation_tokens.inc(completion)
-        for j in jobs:
+        for j in generations:
             if j.ticket.first_token_at is not None:
                 self.metrics.ttft.observe(j.ticket.first_token_at - j.ticket.arrival)
         return p.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
-    def cancel(self, jobs: list[Job]) -> None:
-        for job in jobs:
-            self.scheduler.cancel(job.ticket)
-            if job.watchdog is not None:
-                job.watchdog.cancel()
+    def cancel(self, generations: list[Generation]) -> None:
+        for generation in generations:
+            self.scheduler.cancel(generation.ticket)
+            if generation.watchdog is not None:
+                generation.watchdog.cancel()
 
-    async def start_completion(self, req: p.CompletionRequest) -> list[Job]:
+    async def start_completion(self, req: p.CompletionRequest) -> list[Generation]:
         self.check_model(req.model)
         self._need("generate", "/v1/completions")
         self._check_supported(req)
@@ -331,7 +331,7 @@ class Service:
         params = [self._sampling(len(ids), req.max_tokens, req) for ids in prompts]
         return self._submit_all(prompts, params, _stops(req.stop), req.stream)
 
-    async def start_chat(self, req: p.ChatCompletionRequest) -> list[Job]:
+    async def start_chat(self, req: p.ChatCompletionRequest) -> list[Generation]:
         self.check_model(req.model)
         self._need("generate", "/v1/chat/completions")
         self._check_supported(req)
@@ -351,40 +351,40 @@ class Service:
         params = self._sampling(len(ids), max_tokens, req)
         return self._submit_all([ids], [params], _stops(req.stop), req.stream)
 
-    def _submit_all(self, prompts: list[list[int]], params: list[SamplingParams], stops: list[str], stream: bool) -> list[Job]:
-        jobs: list[Job] = []
+    def _submit_all(self, prompts: list[list[int]], params: list[SamplingParams], stops: list[str], stream: bool) -> list[Generation]:
+        generations: list[Generation] = []
         try:
             for ids, sp in zip(prompts, params):
-                jobs.append(self._submit(ids, sp, stops, stream))
+                generations.append(self._submit(ids, sp, stops, stream))
         except RequestError:
-            self.cancel(jobs)
+            self.cancel(generations)
             raise
-        return jobs
+        return generations
 
-    async def finish_completion(self, req: p.CompletionRequest, jobs: list[Job]) -> p.CompletionResponse:
-        results = await asyncio.gather(*(self._collect(j) for j in jobs))
+    async def finish_completion(self, req: p.CompletionRequest, generations: list[Generation]) -> p.CompletionResponse:
+        results = await asyncio.gather(*(self._collect(j) for j in generations))
         choices = [p.CompletionChoice(text=t, index=i, finish_reason=r) for i, (t, r) in enumerate(results)]
         return p.CompletionResponse(
-            id=p.new_id("cmpl"), created=p.now(), model=self.model_name, choices=choices, usage=self._account(jobs, "completions")
+            id=p.new_id("cmpl"), created=p.now(), model=self.model_name, choices=choices, usage=self._account(generations, "completions")
         )
 
-    async def finish_chat(self, req: p.ChatCompletionRequest, jobs: list[Job]) -> p.ChatCompletionResponse:
-        text, reason = await self._collect(jobs[0])
+    async def finish_chat(self, req: p.ChatCompletionRequest, generations: list[Generation]) -> p.ChatCompletionResponse:
+        text, reason = await self._collect(generations[0])
         return p.ChatCompletionResponse(
             id=p.new_id("chatcmpl"), created=p.now(), model=self.model_name,
             choices=[p.ChatChoice(index=0, message=p.AssistantMessage(content=text), finish_reason=reason)],
-            usage=self._account(jobs, "chat"),
+            usage=self._account(generations, "chat"),
         )
 
-    async def _collect(self, job: Job) -> tuple[str, str | None]:
+    async def _collect(self, generation: Generation) -> tuple[str, str | None]:
         parts: list[str] = []
         reason: str | None = None
-        async for delta, finish in self._events(job):
+        async for delta, finish in self._events(generation):
             parts.append(delta)
             reason = finish or reason
         return "".join(parts), reason
 
-    async def stream_completion(self, req: p.CompletionRequest, jobs: list[Job]) -> AsyncIterator[str]:
+    async def stream_completion(self, req: p.CompletionRequest, generations: list[Generation]) -> AsyncIterator[str]:
         rid, created = p.new_id("cmpl"), p.now()
 
         def chunk(index: int, text: str, reason: str | None) -> str:
@@ -393,13 +393,13 @@ class Service:
                 choices=[p.CompletionChoice(text=text, index=index, finish_reason=reason)],
             ).model_dump_json(exclude={"usage"})
 
-        async for index, delta, reason in _merge([self._events(j) for j in jobs]):
+        async for index, delta, reason in _merge([self._events(j) for j in generations]):
             yield chunk(index, delta, reason)
-        usage = self._account(jobs, "completions")
+        usage = self._account(generations, "completions")
         if req.stream_options and req.stream_options.include_usage:
             yield p.CompletionResponse(id=rid, created=created, model=self.model_name, choices=[], usage=usage).model_dump_json()
 
-    async def stream_chat(self, req: p.ChatCompletionRequest, jobs: list[Job]) -> AsyncIterator[str]:
+    async def stream_chat(self, req: p.ChatCompletionRequest, generations: list[Generation]) -> AsyncIterator[str]:
         rid, created = p.new_id("chatcmpl"), p.now()
 
         def chunk(delta: p.Delta, reason: str | None) -> str:
@@ -409,14 +409,14 @@ class Service:
             ).model_dump_json(exclude={"usage"})
 
         yield chunk(p.Delta(role="assistant", content=""), None)
-        async for delta, reason in self._events(jobs[0]):
+        async for delta, reason in self._events(generations[0]):
             if reason:
                 if delta:
                     yield chunk(p.Delta(content=delta), None)
                 yield chunk(p.Delta(), reason)
             else:
                 yield chunk(p.Delta(content=delta), None)
-        usage = self._account(jobs, "chat")
+        usage = self._account(generations, "chat")
         if req.stream_options and req.stream_options.include_usage:
             yield p.ChatCompletionChunk(id=rid, created=created, model=self.model_name, choices=[], usage=usage).model_dump_json()
 

@@ -240,7 +240,7 @@ def test_the_server_puts_preempted_requests_back_and_they_resume(engine: Transfo
     go back to the queue with their tokens and finish with the tokens of an uninterrupted run."""
     import threading
 
-    from runtime.batching import Scheduler, Ticket
+    from runtime.scheduler import Scheduler, Ticket
     from runtime.metrics import Metrics
 
     expected = reference(engine)

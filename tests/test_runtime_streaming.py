@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from runtime.batching import Event, Scheduler, Ticket
+from runtime.scheduler import Event, Scheduler, Ticket
 from runtime.engine_base import SamplingParams, Sequence
 from runtime.engine_transformers import TransformersEngine
 from runtime.errors import RequestError, RequestTimeout
 from runtime.metrics import Metrics
-from runtime.service import Job, Mailbox, Service, TextStream
+from runtime.service import Generation, Mailbox, Service, TextStream
 from runtime.settings import ServeSettings
 from runtime_helpers import tiny_llama  # noqa: F401
 
@@ -59,40 +59,40 @@ def service(tiny_llama: Path) -> Service:
     return Service(engine, scheduler, Metrics(), model_name="tiny", request_timeout=5.0)
 
 
-def job_with(service: Service, events: list[Event], stops: list[str] | None = None) -> Job:
+def generation_with(service: Service, events: list[Event], stops: list[str] | None = None) -> Generation:
     ticket = Ticket(notify=lambda ev: None, timeout=5.0, stream_tokens=True)
     ticket.seq = Sequence(prompt_ids=[1], params=SamplingParams(max_tokens=8))
     queue: asyncio.Queue[Event] = asyncio.Queue()
     for ev in events:
         queue.put_nowait(ev)
-    return Job(ticket, queue, TextStream(service.engine.decode, stops or []), 1)
+    return Generation(ticket, queue, TextStream(service.engine.decode, stops or []), 1)
 
 
-async def collect(service: Service, job: Job) -> list[tuple[str, str | None]]:
-    return [item async for item in service._events(job)]
+async def collect(service: Service, generation: Generation) -> list[tuple[str, str | None]]:
+    return [item async for item in service._events(generation)]
 
 
 def test_tokens_that_arrived_together_go_out_as_one_delta(service: Service) -> None:
     ids = service.engine.encode("Hello world! How are you today?")[:6]
-    job = job_with(service, [Event("token", t) for t in ids] + [Event("done", "length")])
-    out = asyncio.run(collect(service, job))
+    generation = generation_with(service, [Event("token", t) for t in ids] + [Event("done", "length")])
+    out = asyncio.run(collect(service, generation))
     assert out == [(service.engine.decode(ids), "length")]
 
 
 def test_nothing_after_the_end_is_read(service: Service) -> None:
     """A watchdog event queued after "done" (it fired while the loop was busy) changes nothing."""
     ids = service.engine.encode("Hello world")
-    job = job_with(service, [Event("token", t) for t in ids] + [Event("done", "stop"), Event("error", RequestTimeout(5.0))])
-    assert asyncio.run(collect(service, job)) == [(service.engine.decode(ids), "stop")]
+    generation = generation_with(service, [Event("token", t) for t in ids] + [Event("done", "stop"), Event("error", RequestTimeout(5.0))])
+    assert asyncio.run(collect(service, generation)) == [(service.engine.decode(ids), "stop")]
 
 
 def test_an_error_after_some_tokens_delivers_them_first(service: Service) -> None:
     ids = service.engine.encode("Hello world")
-    job = job_with(service, [Event("token", t) for t in ids] + [Event("error", RequestError("gone", status=503))])
+    generation = generation_with(service, [Event("token", t) for t in ids] + [Event("error", RequestError("gone", status=503))])
     seen: list[tuple[str, str | None]] = []
 
     async def run() -> None:
-        async for item in service._events(job):
+        async for item in service._events(generation):
             seen.append(item)
 
     with pytest.raises(RequestError):
@@ -102,8 +102,8 @@ def test_an_error_after_some_tokens_delivers_them_first(service: Service) -> Non
 
 def test_a_stop_string_inside_a_burst_ends_the_text_before_it(service: Service) -> None:
     ids = service.engine.encode("Hello world! How are you today?")
-    job = job_with(service, [Event("token", t) for t in ids] + [Event("done", "length")], stops=["How"])
-    out = asyncio.run(collect(service, job))
+    generation = generation_with(service, [Event("token", t) for t in ids] + [Event("done", "length")], stops=["How"])
+    out = asyncio.run(collect(service, generation))
     assert out == [(service.engine.decode(ids).split("How")[0], "stop")]
 
 
@@ -113,8 +113,8 @@ def test_the_watchdog_ends_a_sequence_the_device_never_answers(service: Service)
     stuck = Service(service.engine, service.scheduler, Metrics(), model_name="tiny", request_timeout=0.05)
 
     async def main() -> None:
-        job = stuck._submit([1, 2, 3], SamplingParams(max_tokens=4), [], True)
+        generation = stuck._submit([1, 2, 3], SamplingParams(max_tokens=4), [], True)
         with pytest.raises(RequestTimeout):
-            await asyncio.wait_for(collect(stuck, job), timeout=30)
+            await asyncio.wait_for(collect(stuck, generation), timeout=30)
 
     asyncio.run(main())

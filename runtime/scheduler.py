@@ -32,7 +32,7 @@ from runtime.engine_base import Engine, Sequence
 from runtime.errors import QueueFull, RequestError, RequestTimeout, SequenceFailed, is_out_of_memory, one_line
 from runtime.metrics import Metrics
 
-log = logging.getLogger("runtime.batching")
+log = logging.getLogger("runtime.scheduler")
 
 MAX_BATCH_FAILURES = 2
 
