@@ -35,6 +35,7 @@ import sys
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -241,7 +242,6 @@ class Existing:
 
     done: Keys  # ids not to generate again
     errors: int  # error rows kept (not retried)
-    keep_bytes: int  # the length of its complete lines
 
 
 class Output:
@@ -264,7 +264,7 @@ class Output:
         cut a trailing partial line and, when retrying errors, drop the error rows."""
         path = self.path
         if not path.exists():
-            return Existing(Keys(), 0, 0)
+            return Existing(Keys(), 0)
         done, errors, keep, tail = bytearray(), 0, 0, b""
         with path.open("rb") as fh:
             for n, line in enumerate(fh, 1):
@@ -291,7 +291,7 @@ class Output:
                 os.fsync(fh.fileno())
         if retry_errors:
             _drop_error_rows(path)
-        return Existing(Keys(done), errors, keep)
+        return Existing(Keys(done), errors)
 
     def write(self, rows: list[dict[str, Any]]) -> None:
         if not rows:
@@ -452,7 +452,7 @@ class Prepared:
     keys: Keys
     output: Output
 
-    @property
+    @cached_property
     def already_done(self) -> int:
         return self.output.existing.done.count_in(self.keys)
 

@@ -14,7 +14,7 @@ import time
 import uuid
 from typing import Any, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 # torch.Generator.manual_seed takes [-2**63, 2**64 - 1]; OpenAI documents a 64-bit integer.
 SEED_MIN, SEED_MAX = -(2**63), 2**64 - 1
@@ -53,7 +53,7 @@ class _Request(BaseModel):
 
     @field_validator("*", mode="after")
     @classmethod
-    def _valid_unicode(cls, value: Any, info: ValidationInfo) -> Any:
+    def _valid_unicode(cls, value: Any) -> Any:
         if not isinstance(value, BaseModel):  # nested requests check their own fields
             _check_text(value)
         return value

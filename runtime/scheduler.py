@@ -257,16 +257,15 @@ class Scheduler:
             return batch, stepped, tokens
         except Exception as exc:  # noqa: BLE001 - the requests get the error, the server lives on
             everyone = list(({id(s.tag): s.tag for s in batch.seqs} | {id(t): t for t in stepped}).values())
-            batch = self.engine.new_batch()  # what the old one held on the device is released
-            if is_out_of_memory(exc) and len(everyone) > 1:
+            del batch  # what the old batch held on the device is released before a new one is made
+            if not is_out_of_memory(exc) and len(everyone) > 1:
+                return self._one_by_one(everyone, exc)
+            if len(everyone) > 1:
                 self._preempt(everyone)
-                return batch, [], []
-            if is_out_of_memory(exc) or len(everyone) == 1:
+            else:
                 log.warning("a request failed alone: %s", one_line(exc))
-                for ticket in everyone:
-                    ticket.notify(Event("error", _device_error(exc)))
-                return batch, [], []
-            return self._one_by_one(everyone, exc)
+                everyone[0].notify(Event("error", _device_error(exc)))
+            return self.engine.new_batch(), [], []
 
     def _one_by_one(self, tickets: list[Ticket], exc: Exception) -> tuple[Any, list[Ticket], list[int]]:
         """A forward pass of several sequences failed: prefill each alone, with its tokens so
