@@ -1,6 +1,7 @@
 """The HTTP face of the transformers engine: an app factory and a lifespan that loads the model
 in the background (``/health`` answers at once, readiness once the model is loaded) and releases
-it at shutdown. Routes only translate between HTTP and :class:`runtime.service.Service`."""
+it at shutdown. Routes only hand each request to its endpoint's serving object
+(:mod:`runtime.serving` and its subclasses, one for each endpoint)."""
 
 from __future__ import annotations
 
@@ -11,15 +12,14 @@ import hmac
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -28,18 +28,18 @@ from runtime import protocol as p
 from runtime.engine_base import Engine
 from runtime.errors import NotReady, RequestError
 from runtime.metrics import Metrics
+from runtime.scheduler import Scheduler
+from runtime.serving import JSON, Channels, error_body
+from runtime.serving_chat import ServingChat
+from runtime.serving_completions import ServingCompletions
+from runtime.serving_embeddings import ServingEmbeddings
+from runtime.serving_models import ServingModels
 from runtime.settings import ServeSettings
 
 log = logging.getLogger("runtime.server")
 
 EngineFactory = Callable[[ServeSettings], Engine]
-
-
-class JSON(JSONResponse):
-    """JSON with non-ASCII escaped: a body is valid UTF-8 whatever text went into it."""
-
-    def render(self, content: Any) -> bytes:
-        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+S = TypeVar("S")
 
 
 def uvicorn_config(app: ASGIApp, settings: ServeSettings, **options: Any) -> Any:
@@ -57,20 +57,24 @@ def uvicorn_config(app: ASGIApp, settings: ServeSettings, **options: Any) -> Any
 
 
 class State:
-    """What the routes share: settings, metrics, and (once loaded) engine, scheduler, service."""
+    """What the routes share: settings, metrics, the models listing, and (once loaded) engine,
+    scheduler and the serving object of each endpoint."""
 
     def __init__(self, settings: ServeSettings, metrics: Metrics):
         self.settings = settings
         self.metrics = metrics
+        self.models = ServingModels(settings.model_name)
         self.engine: Engine | None = None
         self.scheduler: Any = None
-        self.service: Any = None
+        self.channels: Channels | None = None
+        self.chat: ServingChat | None = None
+        self.embeddings: ServingEmbeddings | None = None
+        self.completions: ServingCompletions | None = None  # set last when loading: readiness
         self.load_error: str | None = None
-        self.created = int(time.time())
 
     @property
     def ready(self) -> bool:
-        return self.service is not None
+        return self.completions is not None
 
 
 def _default_engine(settings: ServeSettings) -> Engine:
@@ -79,15 +83,10 @@ def _default_engine(settings: ServeSettings) -> Engine:
     return TransformersEngine(settings)
 
 
-async def _answer(request: Request, stream: bool, svc: Any, generations: list[Any],
-                  streamed: Callable[[list[Any]], AsyncIterator[str]],
-                  finished: Callable[[list[Any]], Awaitable[BaseModel]]) -> Response:
-    """A generation request's answer: SSE when streaming, else one JSON body; the generations are
-    cancelled (their batch slots freed) if the client goes away first."""
-    if stream:
-        return _sse(streamed(generations), lambda: svc.cancel(generations))
-    result = await _unless_disconnected(request, finished(generations), lambda: svc.cancel(generations))
-    return JSON(result.model_dump(mode="json"))
+def _loaded(serving: S | None) -> S:
+    if serving is None:
+        raise NotReady()
+    return serving
 
 
 def create_app(
@@ -101,9 +100,6 @@ def create_app(
     state = State(settings, metrics)
 
     def load() -> None:
-        from runtime.scheduler import Scheduler
-        from runtime.service import Service
-
         engine = engine_factory(settings)
         engine.load()
         state.engine = engine
@@ -114,7 +110,12 @@ def create_app(
         scheduler.start(device)
         state.scheduler = scheduler
         metrics.max_batch_size.set(engine.max_batch_size)
-        state.service = Service(engine, scheduler, metrics, model_name=settings.model_name, request_timeout=settings.request_timeout)
+        channels = state.channels = Channels()
+        shared: dict[str, Any] = {"model_name": settings.model_name, "request_timeout": settings.request_timeout, "channels": channels}
+        state.chat = ServingChat(engine, scheduler, metrics, **shared)
+        state.embeddings = ServingEmbeddings(engine, scheduler, metrics, **shared)
+        state.models.max_model_len = engine.max_model_len
+        state.completions = ServingCompletions(engine, scheduler, metrics, **shared)
         metrics.ready.set(1)
 
     # One thread does all device work: loading, then the scheduler's loop (see Scheduler.start).
@@ -141,12 +142,13 @@ def create_app(
                     await task
             if state.scheduler is not None:
                 await asyncio.to_thread(state.scheduler.stop)
-            if state.service is not None:
-                state.service.close()
+            if state.channels is not None:
+                state.channels.close()
             if state.engine is not None:
                 await asyncio.to_thread(state.engine.close)
             device.shutdown(wait=False)
-            state.service = None
+            state.completions = state.chat = state.embeddings = None
+            state.models.max_model_len = None
             metrics.ready.set(0)
 
     app = FastAPI(
@@ -160,11 +162,6 @@ def create_app(
     _install_error_handlers(app)
     open_paths = {settings.health_path, settings.ready_path, settings.metrics_path, "/docs", "/openapi.json", "/redoc"}
     app.add_middleware(Guard, metrics=metrics, max_body=settings.max_body_bytes, known=_known_paths(settings))
-
-    def service() -> Any:
-        if state.service is None:
-            raise NotReady()
-        return state.service
 
     async def authorised(request: Request) -> None:
         key = settings.api_key
@@ -204,42 +201,28 @@ def create_app(
     # ---------------------------------------------------------------- OpenAI API
     @app.get("/v1/models", dependencies=guarded, response_model=p.ModelList, tags=["openai"])
     async def list_models() -> p.ModelList:
-        return p.ModelList(data=[_card(state)])
+        return state.models.list_models()
 
     @app.get("/v1/models/{model_id:path}", dependencies=guarded, response_model=p.ModelCard, tags=["openai"])
     async def get_model(model_id: str) -> p.ModelCard:
-        if model_id != settings.model_name:
-            raise RequestError(f"The model `{model_id}` does not exist.", status=404, param="model", code="model_not_found")
-        return _card(state)
+        return state.models.show_model(model_id)
 
     @app.post("/v1/completions", dependencies=guarded, response_model=p.CompletionResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def completions(body: p.CompletionRequest, request: Request) -> Response:
-        svc = service()
-        return await _answer(request, body.stream, svc, await svc.start_completion(body),
-                             lambda gens: svc.stream_completion(body, gens), lambda gens: svc.finish_completion(body, gens))
+        return await _loaded(state.completions).create_completion(body, request)
 
     @app.post("/v1/chat/completions", dependencies=guarded, response_model=p.ChatCompletionResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
-        svc = service()
-        return await _answer(request, body.stream, svc, await svc.start_chat(body),
-                             lambda gens: svc.stream_chat(body, gens), lambda gens: svc.finish_chat(body, gens))
+        return await _loaded(state.chat).create_chat_completion(body, request)
 
     @app.post("/v1/embeddings", dependencies=guarded, response_model=p.EmbeddingResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def embeddings(body: p.EmbeddingRequest) -> p.EmbeddingResponse:
-        return await service().embeddings(body)
+        return await _loaded(state.embeddings).create_embedding(body)
 
     return app
-
-
-def _card(state: State) -> p.ModelCard:
-    engine = state.engine
-    return p.ModelCard(
-        id=state.settings.model_name, created=state.created,
-        max_model_len=engine.max_model_len if engine is not None and state.ready else None,
-    )
 
 
 def _known_paths(settings: ServeSettings) -> set[str]:
@@ -249,50 +232,7 @@ def _known_paths(settings: ServeSettings) -> set[str]:
     }
 
 
-# --------------------------------------------------------------------------- responses
-def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return p.ErrorResponse(error=p.ErrorDetail(message=message, type=type, param=param, code=code)).model_dump()
-
-
-def _sse(chunks: AsyncIterator[str], on_close: Callable[[], None]) -> StreamingResponse:
-    async def events() -> AsyncIterator[str]:
-        try:
-            async for data in chunks:
-                yield f"data: {data}\n\n"
-        except RequestError as exc:
-            yield f"data: {json.dumps(error_body(exc.message, exc.type, exc.param, exc.code))}\n\n"
-        except Exception:  # noqa: BLE001 - a bug: this stream ends with an error event, nothing else does
-            log.exception("a stream failed")
-            yield f"data: {json.dumps(error_body('The server failed on this request.', 'server_error'))}\n\n"
-        finally:
-            on_close()  # a client that went away frees its place in the batch
-        yield "data: [DONE]\n\n"
-
-    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-
-
-async def _unless_disconnected(request: Request, work: Awaitable[Any], on_disconnect: Callable[[], None]) -> Any:
-    """Await ``work``; if the client disconnects first, cancel it and free its place."""
-
-    async def disconnected() -> None:
-        while True:
-            message = await request.receive()
-            if message["type"] == "http.disconnect":
-                return
-
-    task = asyncio.ensure_future(work)
-    watch = asyncio.ensure_future(disconnected())
-    try:
-        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        watch.cancel()
-    if task.done():
-        return task.result()
-    task.cancel()
-    on_disconnect()
-    raise RequestError("The client closed the connection.", status=499, type="client_closed_request")
-
-
+# --------------------------------------------------------------------------- errors
 def _install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(RequestError)
     async def request_error(request: Request, exc: RequestError) -> JSONResponse:

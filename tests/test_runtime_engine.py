@@ -11,7 +11,7 @@ import torch
 from runtime.engine_base import SamplingParams, Sequence, generate_all
 from runtime.engine_transformers import TransformersEngine
 from runtime.errors import is_out_of_memory as is_oom
-from runtime.service import TextStream
+from runtime.serving import TextStream
 from runtime.settings import ServeSettings
 from runtime_helpers import tiny_encoder, tiny_llama  # noqa: F401
 

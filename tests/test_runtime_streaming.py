@@ -15,7 +15,8 @@ from runtime.engine_base import SamplingParams, Sequence
 from runtime.engine_transformers import TransformersEngine
 from runtime.errors import RequestError, RequestTimeout
 from runtime.metrics import Metrics
-from runtime.service import Generation, Mailbox, Service, TextStream
+from runtime.serving import Generation, Mailbox, TextStream
+from runtime.serving import Serving
 from runtime.settings import ServeSettings
 from runtime_helpers import tiny_llama  # noqa: F401
 
@@ -52,14 +53,14 @@ def test_a_burst_of_events_from_another_thread_arrives_in_order_with_few_wake_up
 
 
 @pytest.fixture(scope="module")
-def service(tiny_llama: Path) -> Service:
+def service(tiny_llama: Path) -> Serving:
     engine = TransformersEngine(ServeSettings(model=str(tiny_llama), dtype="float32"))
     engine.load()
     scheduler = Scheduler(engine, max_batch_size=4, max_queue=8, max_wait_s=0.0, metrics=Metrics())
-    return Service(engine, scheduler, Metrics(), model_name="tiny", request_timeout=5.0)
+    return Serving(engine, scheduler, Metrics(), model_name="tiny", request_timeout=5.0)
 
 
-def generation_with(service: Service, events: list[Event], stops: list[str] | None = None) -> Generation:
+def generation_with(service: Serving, events: list[Event], stops: list[str] | None = None) -> Generation:
     ticket = Ticket(notify=lambda ev: None, timeout=5.0, stream_tokens=True)
     ticket.seq = Sequence(prompt_ids=[1], params=SamplingParams(max_tokens=8))
     queue: asyncio.Queue[Event] = asyncio.Queue()
@@ -68,7 +69,7 @@ def generation_with(service: Service, events: list[Event], stops: list[str] | No
     return Generation(ticket, queue, TextStream(service.engine.decode, stops or []), 1)
 
 
-async def collect(service: Service, generation: Generation) -> list[tuple[str, str | None]]:
+async def collect(service: Serving, generation: Generation) -> list[tuple[str, str | None]]:
     return [item async for item in service._events(generation)]
 
 
@@ -110,7 +111,7 @@ def test_a_stop_string_inside_a_burst_ends_the_text_before_it(service: Service) 
 def test_the_watchdog_ends_a_sequence_the_device_never_answers(service: Service) -> None:
     """The scheduler is not running here, so nothing is ever posted: one second after its
     timeout the request gets a timeout instead of waiting forever."""
-    stuck = Service(service.engine, service.scheduler, Metrics(), model_name="tiny", request_timeout=0.05)
+    stuck = Serving(service.engine, service.scheduler, Metrics(), model_name="tiny", request_timeout=0.05)
 
     async def main() -> None:
         generation = stuck._submit([1, 2, 3], SamplingParams(max_tokens=4), [], True)

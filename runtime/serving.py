@@ -1,28 +1,47 @@
-"""Serving logic between the HTTP routes and the scheduler: turns OpenAI requests into sequences,
-checks what cannot be served (400-class), assembles text (stop strings, incremental decoding)
-and builds OpenAI responses and stream chunks. No HTTP here."""
+"""What every endpoint shares, between the HTTP routes and the scheduler: the model check, request
+bounds, tokenising off the event loop, submission to the scheduler and its events back as text
+(stop strings, incremental decoding), usage accounting, and the answer as one JSON body or as
+server-sent events. Each endpoint is a subclass of :class:`Serving` in ``runtime/serving_*.py``
+(vLLM's ``OpenAIServing`` and its subclasses)."""
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import struct
+import json
+import logging
 import threading
 from collections import deque
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
+from fastapi import Request
+from fastapi.responses import JSONResponse, Response, StreamingResponse
+from pydantic import BaseModel
+
 from runtime import protocol as p
-from runtime.scheduler import Event, Scheduler, Ticket
 from runtime.engine_base import Engine, SamplingParams, Sequence
-from runtime.errors import RequestError, RequestTimeout, one_line
+from runtime.errors import RequestError, RequestTimeout
 from runtime.metrics import Metrics
+from runtime.scheduler import Event, Scheduler, Ticket
+
+log = logging.getLogger("runtime.server")
 
 # Text longer than its context could hold at this many characters a token (far above any real
 # tokenizer's average) is refused before it is tokenised: a bound on the work one request makes.
 MAX_CHARS_PER_TOKEN = 32
+
+
+class JSON(JSONResponse):
+    """JSON with non-ASCII escaped: a body is valid UTF-8 whatever text went into it."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    return p.ErrorResponse(error=p.ErrorDetail(message=message, type=type, param=param, code=code)).model_dump()
 
 
 class TextStream:
@@ -105,6 +124,20 @@ class Mailbox:
             queue.put_nowait(event)
 
 
+class Channels:
+    """How a request crosses threads, one for all the endpoints: the text thread, where tokenising
+    and chat templates run off the event loop (so that probes and streams keep answering while a
+    long prompt is read; one thread, as a tokenizer is not made for concurrent calls and the
+    device thread never touches it), and the mailbox from the device thread."""
+
+    def __init__(self) -> None:
+        self.text = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text")
+        self.mailbox: Mailbox | None = None  # made on first use, for the running loop
+
+    def close(self) -> None:
+        self.text.shutdown(wait=False, cancel_futures=True)
+
+
 @dataclass
 class Generation:
     """One sequence on its way through the scheduler, seen from the event loop."""
@@ -117,24 +150,24 @@ class Generation:
     watchdog: asyncio.TimerHandle | None = field(default=None, repr=False)
 
 
-class Service:
-    def __init__(self, engine: Engine, scheduler: Scheduler, metrics: Metrics, *, model_name: str, request_timeout: float):
+class Serving:
+    """The base of each endpoint's serving object. ``path`` and ``task`` say which endpoint it is
+    and what kind of model it needs."""
+
+    path = ""
+    task = "generate"
+
+    def __init__(self, engine: Engine, scheduler: Scheduler, metrics: Metrics, *, model_name: str, request_timeout: float,
+                 channels: Channels | None = None):
         self.engine = engine
         self.scheduler = scheduler
         self.metrics = metrics
         self.model_name = model_name
         self.request_timeout = request_timeout
-        self._mailbox: Mailbox | None = None
-        # Tokenising and chat templates run here, off the event loop, so that probes and streams
-        # keep answering while a long prompt is read. One thread: a tokenizer is not made for
-        # concurrent calls, and the device thread never touches it.
-        self._text = ThreadPoolExecutor(max_workers=1, thread_name_prefix="text")
-
-    def close(self) -> None:
-        self._text.shutdown(wait=False, cancel_futures=True)
+        self.channels = channels or Channels()
 
     async def _off_loop(self, fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.get_running_loop().run_in_executor(self._text, fn, *args)
+        return await asyncio.get_running_loop().run_in_executor(self.channels.text, fn, *args)
 
     @property
     def max_chars(self) -> int:
@@ -147,23 +180,28 @@ class Service:
 
     # ---------------------------------------------------------------- checks
     def check_model(self, model: str) -> None:
+        """The model asked for is the one served here, and of the kind this endpoint needs."""
         if model != self.model_name:
             raise RequestError(
                 f"The model `{model}` does not exist; this server serves `{self.model_name}`.",
                 status=404, type="invalid_request_error", param="model", code="model_not_found",
             )
+        if self.engine.task != self.task:
+            what = "a generative model" if self.task == "generate" else "an encoder (embedding) model"
+            raise RequestError(f"{self.path} needs {what}; `{self.model_name}` is not one.", param="model", code="wrong_model_type")
 
-    def _need(self, task: str, endpoint: str) -> None:
-        if self.engine.task != task:
-            what = "a generative model" if task == "generate" else "an encoder (embedding) model"
-            raise RequestError(f"{endpoint} needs {what}; `{self.model_name}` is not one.", param="model", code="wrong_model_type")
+    @staticmethod
+    def _check_supported(req: p.CompletionRequest | p.ChatCompletionRequest) -> None:
+        bad = p.unsupported(req)
+        if bad:
+            raise RequestError(bad[1], param=bad[0], code="unsupported_parameter")
 
-    def _sampling(self, prompt_len: int, max_tokens: int | None, req: Any) -> SamplingParams:
+    def _sampling(self, prompt_len: int, max_tokens: int | None, req: Any, prompt_param: str = "prompt") -> SamplingParams:
         limit = self.engine.max_model_len
         if prompt_len >= limit:
             raise RequestError(
                 f"This model's maximum context length is {limit} tokens; the prompt has {prompt_len}.",
-                param="messages" if isinstance(req, p.ChatCompletionRequest) else "prompt", code="context_length_exceeded",
+                param=prompt_param, code="context_length_exceeded",
             )
         if max_tokens is None:
             max_tokens = limit - prompt_len
@@ -191,12 +229,6 @@ class Service:
                 raise RequestError(f"logit_bias: token id {token} is not in the vocabulary (0 to {size - 1}).", param="logit_bias")
             out.append((token, float(value)))
         return tuple(out)
-
-    @staticmethod
-    def _check_supported(req: p.CompletionRequest | p.ChatCompletionRequest) -> None:
-        bad = p.unsupported(req)
-        if bad:
-            raise RequestError(bad[1], param=bad[0], code="unsupported_parameter")
 
     def _items(self, prompt: Any, param: str) -> list[Any]:
         """The prompts of a request (one text, one list of ids, or a list of either), bounded
@@ -243,20 +275,13 @@ class Service:
     async def _prompts(self, prompt: Any, param: str = "prompt") -> list[list[int]]:
         return await self._off_loop(self._token_ids, self._items(prompt, param), param)
 
-    def _chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
-        try:
-            return self.engine.chat_ids(messages)
-        except ValueError as exc:
-            raise RequestError(one_line(exc).removeprefix("ValueError: "), param="messages") from None
-        except Exception as exc:  # noqa: BLE001 - a chat template that rejects these messages
-            raise RequestError(f"The chat template rejected these messages: {one_line(exc)}", param="messages") from None
-
     # ---------------------------------------------------------------- generation
     def _submit(self, ids: list[int], params: SamplingParams, stops: list[str], stream: bool) -> Generation:
         loop = asyncio.get_running_loop()
-        if self._mailbox is None or self._mailbox.loop is not loop:
-            self._mailbox = Mailbox(loop)
-        post = self._mailbox.post
+        channels = self.channels
+        if channels.mailbox is None or channels.mailbox.loop is not loop:
+            channels.mailbox = Mailbox(loop)
+        post = channels.mailbox.post
         queue: asyncio.Queue[Event] = asyncio.Queue()
         ticket = Ticket(notify=lambda ev: post(queue, ev), timeout=self.request_timeout)
         ticket.seq = Sequence(prompt_ids=ids, params=params, tag=ticket)
@@ -267,6 +292,22 @@ class Service:
         stuck = Event("error", RequestTimeout(ticket.timeout))
         generation.watchdog = loop.call_at(loop.time() + ticket.timeout + 1.0, queue.put_nowait, stuck)
         return generation
+
+    def _submit_all(self, prompts: list[list[int]], params: list[SamplingParams], stops: list[str], stream: bool) -> list[Generation]:
+        generations: list[Generation] = []
+        try:
+            for ids, sp in zip(prompts, params):
+                generations.append(self._submit(ids, sp, stops, stream))
+        except RequestError:
+            self.cancel(generations)
+            raise
+        return generations
+
+    def cancel(self, generations: list[Generation]) -> None:
+        for generation in generations:
+            self.scheduler.cancel(generation.ticket)
+            if generation.watchdog is not None:
+                generation.watchdog.cancel()
 
     async def _events(self, generation: Generation) -> AsyncIterator[tuple[str, str | None]]:
         """(text delta, finish reason or None) until the sequence ends. Tokens that arrived
@@ -307,7 +348,15 @@ class Service:
             if generation.watchdog is not None:
                 generation.watchdog.cancel()
 
-    def _account(self, generations: list[Generation], endpoint: str) -> p.Usage:
+    async def _collect(self, generation: Generation) -> tuple[str, str | None]:
+        parts: list[str] = []
+        reason: str | None = None
+        async for delta, finish in self._events(generation):
+            parts.append(delta)
+            reason = finish or reason
+        return "".join(parts), reason
+
+    def _account(self, generations: list[Generation]) -> p.Usage:
         prompt = sum(j.prompt_tokens for j in generations)
         completion = sum(len(j.ticket.seq.output_ids) for j in generations if j.ticket.seq)
         self.metrics.prompt_tokens.inc(prompt)
@@ -317,181 +366,59 @@ class Service:
                 self.metrics.ttft.observe(j.ticket.first_token_at - j.ticket.arrival)
         return p.Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion)
 
-    def cancel(self, generations: list[Generation]) -> None:
-        for generation in generations:
-            self.scheduler.cancel(generation.ticket)
-            if generation.watchdog is not None:
-                generation.watchdog.cancel()
+    # ---------------------------------------------------------------- answers
+    def _sse_response(self, chunks: AsyncIterator[str], generations: list[Generation]) -> StreamingResponse:
+        """A streamed answer; the generations are cancelled (their batch slots freed) when it
+        ends, the client gone or not."""
+        return _sse(chunks, lambda: self.cancel(generations))
 
-    async def start_completion(self, req: p.CompletionRequest) -> list[Generation]:
-        self.check_model(req.model)
-        self._need("generate", "/v1/completions")
-        self._check_supported(req)
-        prompts = await self._prompts(req.prompt)
-        params = [self._sampling(len(ids), req.max_tokens, req) for ids in prompts]
-        return self._submit_all(prompts, params, _stops(req.stop), req.stream)
-
-    async def start_chat(self, req: p.ChatCompletionRequest) -> list[Generation]:
-        self.check_model(req.model)
-        self._need("generate", "/v1/chat/completions")
-        self._check_supported(req)
-        limit = self.engine.max_model_len
-        if len(req.messages) > limit:
-            raise RequestError(f"{len(req.messages)} messages cannot fit in this model's context of {limit} tokens.", param="messages",
-                               code="context_length_exceeded")
-        messages = [{"role": m.role, "content": m.text()} for m in req.messages]
-        chars = sum(len(m["content"]) for m in messages)
-        if chars > self.max_chars:
-            raise RequestError(
-                f"Messages of {chars} characters cannot fit in this model's context of {limit} tokens "
-                f"(at most {self.max_chars} characters are read).", param="messages", code="context_length_exceeded",
-            )
-        ids = await self._off_loop(self._chat_ids, messages)
-        max_tokens = req.max_completion_tokens or req.max_tokens
-        params = self._sampling(len(ids), max_tokens, req)
-        return self._submit_all([ids], [params], _stops(req.stop), req.stream)
-
-    def _submit_all(self, prompts: list[list[int]], params: list[SamplingParams], stops: list[str], stream: bool) -> list[Generation]:
-        generations: list[Generation] = []
-        try:
-            for ids, sp in zip(prompts, params):
-                generations.append(self._submit(ids, sp, stops, stream))
-        except RequestError:
-            self.cancel(generations)
-            raise
-        return generations
-
-    async def finish_completion(self, req: p.CompletionRequest, generations: list[Generation]) -> p.CompletionResponse:
-        results = await asyncio.gather(*(self._collect(j) for j in generations))
-        choices = [p.CompletionChoice(text=t, index=i, finish_reason=r) for i, (t, r) in enumerate(results)]
-        return p.CompletionResponse(
-            id=p.new_id("cmpl"), created=p.now(), model=self.model_name, choices=choices, usage=self._account(generations, "completions")
-        )
-
-    async def finish_chat(self, req: p.ChatCompletionRequest, generations: list[Generation]) -> p.ChatCompletionResponse:
-        text, reason = await self._collect(generations[0])
-        return p.ChatCompletionResponse(
-            id=p.new_id("chatcmpl"), created=p.now(), model=self.model_name,
-            choices=[p.ChatChoice(index=0, message=p.AssistantMessage(content=text), finish_reason=reason)],
-            usage=self._account(generations, "chat"),
-        )
-
-    async def _collect(self, generation: Generation) -> tuple[str, str | None]:
-        parts: list[str] = []
-        reason: str | None = None
-        async for delta, finish in self._events(generation):
-            parts.append(delta)
-            reason = finish or reason
-        return "".join(parts), reason
-
-    async def stream_completion(self, req: p.CompletionRequest, generations: list[Generation]) -> AsyncIterator[str]:
-        rid, created = p.new_id("cmpl"), p.now()
-
-        def chunk(index: int, text: str, reason: str | None) -> str:
-            return p.CompletionResponse(
-                id=rid, created=created, model=self.model_name,
-                choices=[p.CompletionChoice(text=text, index=index, finish_reason=reason)],
-            ).model_dump_json(exclude={"usage"})
-
-        async for index, delta, reason in _merge([self._events(j) for j in generations]):
-            yield chunk(index, delta, reason)
-        usage = self._account(generations, "completions")
-        if req.stream_options and req.stream_options.include_usage:
-            yield p.CompletionResponse(id=rid, created=created, model=self.model_name, choices=[], usage=usage).model_dump_json()
-
-    async def stream_chat(self, req: p.ChatCompletionRequest, generations: list[Generation]) -> AsyncIterator[str]:
-        rid, created = p.new_id("chatcmpl"), p.now()
-
-        def chunk(delta: p.Delta, reason: str | None) -> str:
-            return p.ChatCompletionChunk(
-                id=rid, created=created, model=self.model_name,
-                choices=[p.ChatChunkChoice(index=0, delta=delta, finish_reason=reason)],
-            ).model_dump_json(exclude={"usage"})
-
-        yield chunk(p.Delta(role="assistant", content=""), None)
-        async for delta, reason in self._events(generations[0]):
-            if reason:
-                if delta:
-                    yield chunk(p.Delta(content=delta), None)
-                yield chunk(p.Delta(), reason)
-            else:
-                yield chunk(p.Delta(content=delta), None)
-        usage = self._account(generations, "chat")
-        if req.stream_options and req.stream_options.include_usage:
-            yield p.ChatCompletionChunk(id=rid, created=created, model=self.model_name, choices=[], usage=usage).model_dump_json()
-
-    # ---------------------------------------------------------------- embeddings
-    async def embeddings(self, req: p.EmbeddingRequest) -> p.EmbeddingResponse:
-        self.check_model(req.model)
-        self._need("embed", "/v1/embeddings")
-        if req.dimensions is not None:
-            raise RequestError("dimensions is not supported by this server; leave it unset.", param="dimensions", code="unsupported_parameter")
-        inputs = await self._prompts(req.input, "input")
-        limit = self.engine.max_model_len
-        for ids in inputs:
-            if len(ids) > limit:
-                raise RequestError(
-                    f"This model's maximum context length is {limit} tokens; an input has {len(ids)}.",
-                    param="input", code="context_length_exceeded",
-                )
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue[Event] = asyncio.Queue()
-        ticket = Ticket(notify=lambda ev: loop.call_soon_threadsafe(queue.put_nowait, ev), timeout=self.request_timeout, inputs=inputs)
-        self.scheduler.submit(ticket)
-        try:
-            ev = await asyncio.wait_for(queue.get(), timeout=self.request_timeout + 1.0)
-        except asyncio.TimeoutError:
-            raise RequestTimeout(self.request_timeout) from None
-        finally:
-            self.scheduler.cancel(ticket)
-        if ev.kind == "error":
-            raise ev.value
-        tokens = sum(len(i) for i in inputs)
-        self.metrics.prompt_tokens.inc(tokens)
-        data = [p.EmbeddingData(embedding=_encode_vector(v, req.encoding_format), index=i) for i, v in enumerate(ev.value)]
-        return p.EmbeddingResponse(data=data, model=self.model_name, usage=p.Usage(prompt_tokens=tokens, total_tokens=tokens))
+    async def _json_response(self, request: Request, result: Awaitable[BaseModel], generations: list[Generation]) -> Response:
+        """One JSON body; the generations are cancelled if the client goes away first."""
+        body = await _unless_disconnected(request, result, lambda: self.cancel(generations))
+        return JSON(body.model_dump(mode="json"))
 
 
-def _stops(stop: p.Stop) -> list[str]:
+def stop_strings(stop: p.Stop) -> list[str]:
     """The stop strings (their number and length are bounded by the request model)."""
     if stop is None:
         return []
     return [stop] if isinstance(stop, str) else list(stop)
 
 
-def _encode_vector(vector: list[float], fmt: str) -> list[float] | str:
-    if fmt == "base64":
-        return base64.b64encode(struct.pack(f"<{len(vector)}f", *vector)).decode()
-    return vector
-
-
-async def _merge(streams: list[AsyncIterator[tuple[str, str | None]]]) -> AsyncIterator[tuple[int, str, str | None]]:
-    """Interleave several (delta, reason) streams as (index, delta, reason)."""
-    if len(streams) == 1:
-        async for delta, reason in streams[0]:
-            yield 0, delta, reason
-        return
-    queue: asyncio.Queue[tuple[int, Any, Any]] = asyncio.Queue()
-
-    async def pump(i: int, s: AsyncIterator[tuple[str, str | None]]) -> None:
+def _sse(chunks: AsyncIterator[str], on_close: Callable[[], None]) -> StreamingResponse:
+    async def events() -> AsyncIterator[str]:
         try:
-            async for delta, reason in s:
-                await queue.put((i, delta, reason))
-            await queue.put((i, None, StopAsyncIteration))
-        except Exception as exc:  # noqa: BLE001 - handed to the consumer
-            await queue.put((i, None, exc))
+            async for data in chunks:
+                yield f"data: {data}\n\n"
+        except RequestError as exc:
+            yield f"data: {json.dumps(error_body(exc.message, exc.type, exc.param, exc.code))}\n\n"
+        except Exception:  # noqa: BLE001 - a bug: this stream ends with an error event, nothing else does
+            log.exception("a stream failed")
+            yield f"data: {json.dumps(error_body('The server failed on this request.', 'server_error'))}\n\n"
+        finally:
+            on_close()  # a client that went away frees its place in the batch
+        yield "data: [DONE]\n\n"
 
-    tasks = [asyncio.create_task(pump(i, s)) for i, s in enumerate(streams)]
+    return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
+
+
+async def _unless_disconnected(request: Request, work: Awaitable[Any], on_disconnect: Callable[[], None]) -> Any:
+    """Await ``work``; if the client disconnects first, cancel it and free its place."""
+
+    async def disconnected() -> None:
+        while True:
+            message = await request.receive()
+            if message["type"] == "http.disconnect":
+                return
+
+    task = asyncio.ensure_future(work)
+    watch = asyncio.ensure_future(disconnected())
     try:
-        live = len(tasks)
-        while live:
-            i, delta, reason = await queue.get()
-            if reason is StopAsyncIteration:
-                live -= 1
-            elif isinstance(reason, Exception):
-                raise reason
-            else:
-                yield i, delta, reason
+        await asyncio.wait({task, watch}, return_when=asyncio.FIRST_COMPLETED)
     finally:
-        for t in tasks:
-            t.cancel()
+        watch.cancel()
+    if task.done():
+        return task.result()
+    task.cancel()
+    on_disconnect()
+    raise RequestError("The client closed the connection.", status=499, type="client_closed_request")
