@@ -73,21 +73,21 @@ async def collect(service: Serving, generation: Generation) -> list[tuple[str, s
     return [item async for item in service._events(generation)]
 
 
-def test_tokens_that_arrived_together_go_out_as_one_delta(service: Service) -> None:
+def test_tokens_that_arrived_together_go_out_as_one_delta(service: Serving) -> None:
     ids = service.engine.encode("Hello world! How are you today?")[:6]
     generation = generation_with(service, [Event("token", t) for t in ids] + [Event("done", "length")])
     out = asyncio.run(collect(service, generation))
     assert out == [(service.engine.decode(ids), "length")]
 
 
-def test_nothing_after_the_end_is_read(service: Service) -> None:
+def test_nothing_after_the_end_is_read(service: Serving) -> None:
     """A watchdog event queued after "done" (it fired while the loop was busy) changes nothing."""
     ids = service.engine.encode("Hello world")
     generation = generation_with(service, [Event("token", t) for t in ids] + [Event("done", "stop"), Event("error", RequestTimeout(5.0))])
     assert asyncio.run(collect(service, generation)) == [(service.engine.decode(ids), "stop")]
 
 
-def test_an_error_after_some_tokens_delivers_them_first(service: Service) -> None:
+def test_an_error_after_some_tokens_delivers_them_first(service: Serving) -> None:
     ids = service.engine.encode("Hello world")
     generation = generation_with(service, [Event("token", t) for t in ids] + [Event("error", RequestError("gone", status=503))])
     seen: list[tuple[str, str | None]] = []
@@ -101,14 +101,14 @@ def test_an_error_after_some_tokens_delivers_them_first(service: Service) -> Non
     assert seen == [(service.engine.decode(ids), None)]
 
 
-def test_a_stop_string_inside_a_burst_ends_the_text_before_it(service: Service) -> None:
+def test_a_stop_string_inside_a_burst_ends_the_text_before_it(service: Serving) -> None:
     ids = service.engine.encode("Hello world! How are you today?")
     generation = generation_with(service, [Event("token", t) for t in ids] + [Event("done", "length")], stops=["How"])
     out = asyncio.run(collect(service, generation))
     assert out == [(service.engine.decode(ids).split("How")[0], "stop")]
 
 
-def test_the_watchdog_ends_a_sequence_the_device_never_answers(service: Service) -> None:
+def test_the_watchdog_ends_a_sequence_the_device_never_answers(service: Serving) -> None:
     """The scheduler is not running here, so nothing is ever posted: one second after its
     timeout the request gets a timeout instead of waiting forever."""
     stuck = Serving(service.engine, service.scheduler, Metrics(), model_name="tiny", request_timeout=0.05)
