@@ -307,7 +307,6 @@ class Scheduler:
                     "(set --max-batch-size to choose)", len(tickets), self.max_batch_size)
 
     def _run_embed(self) -> None:
-        engine = self.engine
         while True:
             with self._cond:
                 if not self._wait_for_work(busy=False):

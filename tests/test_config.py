@@ -258,3 +258,193 @@ def test_a_deliberate_empty_secret_survives_writing_and_reading():
     config = cfg(secrets={"huggingface": None})
     again = validate(yaml.safe_load(dump_config(config, schema_ref="s.json")), source="again")
     assert again.secrets.huggingface is None and again == config
+
+
+# --------------------------------------------------------------------------- derived in one step, written as comments
+from wizard.config import DERIVED, DERIVED_PATHS  # noqa: E402
+from wizard.loader import Answers, dump_user_config, is_follows_comment  # noqa: E402
+from wizard.presets import PRESETS  # noqa: E402
+
+from conftest import run_wizard  # noqa: E402
+
+
+def _every_case() -> list[tuple[str, dict]]:
+    cases = [("defaults", {"application": {"name": "defaults"}})]
+    cases += [(f"preset-{p.name}", Answers(f"preset-{p.name}", preset=p.name).data) for p in PRESETS]
+    for path in sorted(EXAMPLES.glob("*.yaml")):
+        cases.append((path.stem, Answers(path.stem, answers=parse_yaml(path.read_text(), path.name)).data))
+    return cases
+
+
+def test_derived_paths_are_what_the_table_filled_and_never_a_given_value():
+    config = cfg(resources={"gpus": 2, "cpu": "3"}, inference={"readiness_check": "/live"})
+    assert "resources.cpu" not in config.derived_paths and config.resources.cpu == "3"
+    assert "inference.readiness_check" not in config.derived_paths and config.inference.readiness_check == "/live"
+    assert {"resources.memory", "resources.shm_size", "image.base", "monitoring.type"} <= config.derived_paths
+    assert config.derived_paths <= DERIVED_PATHS == {d.path for d in DERIVED}
+    assert (config.resources.memory, config.resources.shm_size) == ("64Gi", "16Gi")
+    # an empty value is not a choice: it follows
+    assert "resources.cpu" in cfg(resources={"gpus": 2, "cpu": None}).derived_paths
+
+
+def test_the_rules_check_derived_values():
+    # shm_size given, memory derived from 0 GPUs (16Gi): the rule sees the derived memory
+    assert "resources.shm_size: 20Gi is more than the pod's memory (16Gi)" in problem({"resources": {"shm_size": "20Gi"}})
+    # without the rules (the wizard, on incomplete answers) the values are still derived
+    config = validate({"application": {"name": "x", "type": "model_server"}, "inference": {"enabled": True},
+                       "resources": {"gpus": 4}}, source="x", checks=False)
+    assert config.inference.tensor_parallel_size == 4 and "inference.tensor_parallel_size" in config.derived_paths
+
+
+@pytest.mark.parametrize("case,data", _every_case(), ids=lambda c: c if isinstance(c, str) else "")
+def test_user_config_reads_back_to_the_same_config_with_the_same_values_derived(case, data):
+    config = validate(data, source=case)
+    text = dump_user_config(config, schema_ref="config.schema.json")
+    again = yaml.safe_load(text)
+    jsonschema.validate(again, json_schema())
+    back = validate(again, source="again")
+    assert back == config and back.derived_paths == config.derived_paths
+    assert dump_user_config(back, schema_ref="config.schema.json") == text
+    follows = [line for line in text.splitlines() if is_follows_comment(line)]
+    assert len(follows) == len(config.derived_paths)
+
+
+def test_user_config_comments_each_derived_value_at_its_place():
+    config = cfg(resources={"gpus": 1}, application={"execution": {"mode": "job"}})
+    text = dump_user_config(config, schema_ref="config.schema.json")
+    assert "resources:\n  gpus: 1\n  # cpu: '4'  (follows resources.gpus; set it to choose)\n" in text
+    assert "  # memory: 32Gi  (follows resources.gpus; set it to choose)\n" in text
+    # a section of nothing but derived values is commented out whole (an empty key would read as null)
+    assert "  # source:\n  #   path: main.py  (follows application.type; set it to choose)\n" in text
+    # the copy for the cluster spells every value out
+    resolved = dump_config(config, schema_ref="config.schema.json")
+    assert "  cpu: '4'\n" in resolved and "(follows" not in resolved
+    assert validate(yaml.safe_load(resolved), source="resolved").derived_paths == frozenset()
+
+
+def _written(deployments: Path, name: str, *args: str) -> Path:
+    result = run_wizard("new", name, *args, "--deployments-dir", str(deployments))
+    assert result.returncode == 0, result.stderr
+    return deployments / name / "config.yaml"
+
+
+def test_a_new_gpu_count_derives_cpu_memory_shm_and_tensor_parallel_again(deployments: Path):
+    path = _written(deployments, "llm", "--preset", "vllm-server", "--defaults")
+    assert "  # tensor_parallel_size: 1  (follows resources.gpus; set it to choose)\n" in path.read_text()
+    # validate and submit read config.yaml and apply --set on top
+    res, inf = (c := load_config(path, sets=["resources.gpus=2"])).resources, c.inference
+    assert (res.cpu, res.memory, res.shm_size, inf.tensor_parallel_size) == ("8", "64Gi", "16Gi", 2)
+    # new --set on the existing deployment: config.yaml keeps following
+    _written(deployments, "llm", "--set", "resources.gpus=2")
+    text = path.read_text()
+    assert "  gpus: 2\n  # cpu: '8'  (follows resources.gpus; set it to choose)\n" in text
+    assert "  # tensor_parallel_size: 2  (follows resources.gpus; set it to choose)\n" in text
+    # an edit of gpus, then render: the ConfigMap holds the values for the new count
+    path.write_text(text.replace("  gpus: 2\n", "  gpus: 4\n"))
+    result = run_wizard("render", str(deployments / "llm"))
+    assert result.returncode == 0, result.stderr
+    mounted = yaml.safe_load(yaml.safe_load((deployments / "llm" / "manifests" / "configmap.yaml").read_text())["data"]["config.yaml"])
+    assert mounted["resources"] == {"gpus": 4, "cpu": "16", "memory": "128Gi", "shm_size": "32Gi",
+                                    "storage": {"size": "50Gi", "access_mode": "ReadWriteOnce"}}
+    assert mounted["inference"]["tensor_parallel_size"] == 4
+
+
+def test_a_chosen_cpu_stays_when_the_gpus_change(deployments: Path):
+    path = _written(deployments, "pinned", "--set", "resources.gpus=1", "--set", "resources.cpu=4")
+    assert "  cpu: '4'\n" in path.read_text()  # chosen, though equal to the derived value: written out
+    _written(deployments, "pinned", "--set", "resources.gpus=2")
+    config = load_config(path)
+    assert (config.resources.cpu, config.resources.memory) == ("4", "64Gi")
+    assert "resources.cpu" not in config.derived_paths
+
+
+def test_an_old_file_with_derived_values_written_out_keeps_them(deployments: Path):
+    """Files written before derived values became comments read every value as chosen."""
+    path = _written(deployments, "old", "--preset", "vllm-server", "--defaults")
+    path.write_text(dump_config(load_config(path), schema_ref="config.schema.json"))  # the old way: all spelled out
+    config = load_config(path, sets=["resources.gpus=2"])
+    assert (config.resources.cpu, config.resources.memory, config.inference.tensor_parallel_size) == ("4", "32Gi", 1)
+    assert config.derived_paths == frozenset()
+    # deleting a line lets it follow again
+    path.write_text(path.read_text().replace("  cpu: '4'\n", ""))
+    assert load_config(path, sets=["resources.gpus=2"]).resources.cpu == "8"
+
+
+def test_submit_with_set_gpus_derives_for_that_submission(tmp_path, monkeypatch, capsys):
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from fake_oc.harness import Cluster
+
+    cluster = Cluster(tmp_path, monkeypatch)
+    dep = cluster.job("train", "resources.gpus=1")
+    cluster.seed(dep)
+    rc, _, err = cluster.verb(capsys, "submit", dep, "--set", "resources.gpus=2")
+    assert rc == 0, err
+    (job,) = [o for o in cluster.created() if o["kind"] == "Job"]
+    requests = job["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]
+    assert (requests["cpu"], requests["memory"]) == ("8", "64Gi")
+    annotated = yaml.safe_load(job["spec"]["template"]["metadata"]["annotations"]["mlshift.io/config"])
+    assert annotated["resources"]["shm_size"] == "16Gi"  # the submission's copy: every value resolved
+
+
+# --------------------------------------------------------------------------- the sources of answers
+def test_answers_priority_set_over_answers_file_over_config_yaml_over_preset():
+    answers = Answers(
+        "demo", preset="sweep",
+        existing={"resources": {"gpus": 2, "gpu_product": "A"}, "application": {"execution": {"arguments": "--old"}}},
+        answers={"resources": {"gpus": 3}, "experiment": {"sweep": {"parameters": {"bs": [16]}}}},
+        sets=("resources.gpus=4",),
+    )
+    data = answers.data
+    assert data["resources"] == {"gpus": 4, "gpu_product": "A"}
+    assert data["application"]["name"] == "demo"  # the deployment's name, where none is given
+    assert data["application"]["source"] == {"path": "train.py"}  # from the preset
+    assert data["application"]["execution"]["arguments"] == "--old"
+    # a sweep's parameters are one value: the answers file's replace the preset's, not merged
+    assert data["experiment"]["sweep"] == {"method": "grid", "parameters": {"bs": [16]}}
+    assert [layer for layer, _ in answers.layers()] == ["preset", "config.yaml", "answers", "--set"]
+    assert answers.origin("resources.gpus") == "--set"
+    assert answers.origin("experiment.sweep.parameters") == "answers"
+    assert answers.origin("resources.gpu_product") == "config.yaml"
+    assert answers.origin("application.source.path") == "preset"
+    assert answers.origin("application.name") == "derived"
+    config = validate(data, source="answers")
+    assert answers.origin("resources.cpu", config) == "derived" and not answers.chosen("resources.cpu")
+    assert answers.origin("inference.port", config) is None  # the model's default
+    assert answers.only("config.yaml").data["resources"] == {"gpus": 2, "gpu_product": "A"}
+
+
+def test_answers_a_higher_layer_can_remove_a_section():
+    answers = Answers("demo", preset="sweep", sets=("experiment.sweep=",))
+    assert answers.data["experiment"]["sweep"] is None
+    assert answers.origin("experiment.sweep.method") == "--set"
+
+
+def test_answers_bad_input_is_one_line():
+    from wizard.errors import UserError
+
+    with pytest.raises(UserError, match="unknown preset 'sweeep'"):
+        Answers("demo", preset="sweeep")
+    with pytest.raises(ConfigError, match="resources.gpu: unknown key"):
+        Answers("demo", sets=("resources.gpu=2",))
+
+
+def test_the_printed_command_keeps_a_chosen_value_equal_to_the_derived_one():
+    from wizard.summary import equivalent_sets
+
+    config = validate(Answers("demo", sets=("resources.gpus=1", "resources.cpu=4")).data, source="answers")
+    preset, sets = equivalent_sets(config, "demo")
+    assert "resources.cpu=4" in sets
+    replay = validate(Answers("demo", preset=preset, sets=tuple(sets)).data, source="replay")
+    assert replay == config and replay.derived_paths == config.derived_paths
+
+
+def test_the_summary_knows_the_comment_lines_it_wrote(tmp_path):
+    from wizard.summary import _has_own_comments
+
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_user_config(cfg(), schema_ref="config.schema.json"))
+    assert not _has_own_comments(path)
+    path.write_text(path.read_text() + "# my note\n")
+    assert _has_own_comments(path)

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from wizard.loader import load_config
+
 from conftest import DATA, EXAMPLES, run_wizard
 
 
@@ -39,11 +41,11 @@ def test_new_with_answers_and_set(deployments: Path):
                         "--set", "resources.gpus=2", "--set", "inference.max_model_len=2048",
                         "--deployments-dir", str(deployments))
     assert result.returncode == 0, result.stderr
-    config = yaml.safe_load((deployments / "llm" / "config.yaml").read_text())
-    assert config["resources"]["gpus"] == 2
-    assert config["inference"]["tensor_parallel_size"] == 2
-    assert config["inference"]["max_model_len"] == 2048
-    assert config["inference"]["model"] == "gpt2"
+    text = (deployments / "llm" / "config.yaml").read_text()
+    config = load_config(deployments / "llm" / "config.yaml")
+    assert config.resources.gpus == 2 and config.inference.max_model_len == 2048 and config.inference.model == "gpt2"
+    assert config.inference.tensor_parallel_size == 2  # derived from the GPUs, shown as a comment
+    assert "  # tensor_parallel_size: 2  (follows resources.gpus; set it to choose)\n" in text
     assert (deployments / "llm" / "manifests" / "route.yaml").is_file()
 
 

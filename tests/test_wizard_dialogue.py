@@ -18,8 +18,9 @@ import yaml
 
 pexpect = pytest.importorskip("pexpect")
 
+from wizard.config import Config  # noqa: E402
 from wizard.errors import ConfigError  # noqa: E402
-from wizard.loader import validate  # noqa: E402
+from wizard.loader import load_config, validate  # noqa: E402
 
 ENTER, DOWN, UP, CLEAR, CTRL_C = "\r", "\x1b[B", "\x1b[A", "\x15", "\x03"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -166,7 +167,17 @@ class Wizard:
         return self.child.exitstatus if self.child.exitstatus is not None else 128 + (self.child.signalstatus or 0)
 
     def config(self) -> dict:
+        """config.yaml as written: the answers; derived values are comment lines."""
         return yaml.safe_load((self.target / "config.yaml").read_text())
+
+    def resolved(self) -> Config:
+        """config.yaml as every script reads it: derived values filled in."""
+        return load_config(self.target / "config.yaml")
+
+    def follows(self, key: str, shown: str) -> bool:
+        """config.yaml shows ``key`` as a derived value, commented out."""
+        return any(line.strip().startswith(f"# {key}: {shown}  (follows ")
+                   for line in (self.target / "config.yaml").read_text().splitlines())
 
 
 def everything(w: Wizard) -> Wizard:
@@ -204,10 +215,13 @@ def test_enter_everywhere_without_a_preset_is_valid_too(tmp_path):
         w.press(q)
     assert w.finish() == 0
     cfg = w.config()
-    assert cfg["application"]["type"] == "single_file" and cfg["application"]["source"]["path"] == "main.py"
+    assert cfg["application"]["type"] == "single_file" and "source" not in cfg["application"]
     assert cfg["application"]["execution"]["mode"] == "auto_start"
-    assert cfg["resources"] == {"gpus": 0, "cpu": "2", "memory": "16Gi", "shm_size": "1Gi",
-                                "storage": {"size": "50Gi", "access_mode": "ReadWriteOnce"}}
+    assert cfg["resources"] == {"gpus": 0, "storage": {"size": "50Gi", "access_mode": "ReadWriteOnce"}}
+    assert w.follows("cpu", "'2'") and w.follows("memory", "16Gi") and w.follows("shm_size", "1Gi")
+    res = w.resolved().resources
+    assert (res.cpu, res.memory, res.shm_size) == ("2", "16Gi", "1Gi")
+    assert w.resolved().application.source.path == "main.py"
     assert (w.target / "manifests" / "deployment.yaml").is_file()
 
 
@@ -227,9 +241,10 @@ def test_preset_vllm_server_on_8_gpus_defaults_tensor_parallel_and_memory(tmp_pa
     cfg = w.config()
     assert cfg["application"]["type"] == "model_server"
     assert cfg["inference"]["model"] == "meta-llama/Llama-3.1-70B-Instruct"
-    assert cfg["inference"]["tensor_parallel_size"] == 8
+    assert "tensor_parallel_size" not in cfg["inference"] and w.follows("tensor_parallel_size", "8")
     assert cfg["inference"]["api_key_secret"] == "llama-api-key"
-    assert cfg["resources"]["memory"] == "256Gi" and cfg["resources"]["shm_size"] == "64Gi"
+    assert w.resolved().inference.tensor_parallel_size == 8
+    assert (w.resolved().resources.memory, w.resolved().resources.shm_size) == ("256Gi", "64Gi")
     assert (w.target / "manifests" / "route.yaml").is_file()
     assert "oc create secret generic llama-api-key --from-literal=api-key=..." in w.text
     assert "--preset vllm-server" in w.text
@@ -242,8 +257,8 @@ def test_preset_transformers_server_runs_on_cpu(tmp_path):
     assert w.finish() == 0
     cfg = w.config()
     assert cfg["inference"]["engine"] == "transformers" and cfg["resources"]["gpus"] == 0
-    assert cfg["inference"]["readiness_check"] == "/ready"
-    assert cfg["image"]["base"].endswith("python:3.11-slim")
+    assert w.resolved().inference.readiness_check == "/ready" and w.follows("readiness_check", "/ready")
+    assert w.resolved().image.base.endswith("python:3.11-slim")
     assert (w.target / "manifests" / "service.yaml").is_file()
 
 
@@ -270,8 +285,9 @@ def test_preset_sweep_asks_for_parameters(tmp_path):
     assert w.finish() == 0
     cfg = w.config()
     assert cfg["experiment"]["sweep"]["parameters"] == {"lr": [0.0001, 0.001], "batch_size": [16, 32]}
-    assert cfg["experiment"]["tracking"] == {"enabled": True, "backend": "wandb", "project": "lr-sweep",
+    assert cfg["experiment"]["tracking"] == {"enabled": True, "backend": "wandb",
                                              "entity": "my-team", "tags": [], "mode": "online"}
+    assert w.resolved().experiment.tracking.project == "lr-sweep" and w.follows("project", "lr-sweep")
     assert cfg["application"]["source"]["path"] == "train.py"
     assert "oc create secret generic wandb-api-key" in w.text
 
@@ -296,7 +312,7 @@ def test_preset_notebook_is_a_manual_pod(tmp_path):
     cfg = w.config()
     assert cfg["application"]["execution"]["mode"] == "manual"
     assert cfg["deployment"]["namespace"] == "my-team"
-    assert cfg["resources"]["memory"] == "64Gi"
+    assert w.resolved().resources.memory == "64Gi"
     assert (w.target / "scripts" / "jupyter.sh").is_file()
 
 
@@ -317,8 +333,8 @@ def test_list_presets_and_preset_without_questions(tmp_path):
     r = subprocess.run([sys.executable, "-m", "wizard", "new", "srv", "--preset", "vllm-server", "--set",
                         "resources.gpus=4", "--deployments-dir", str(tmp_path)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
-    cfg = yaml.safe_load((tmp_path / "srv" / "config.yaml").read_text())
-    assert cfg["inference"]["tensor_parallel_size"] == 4 and cfg["application"]["type"] == "model_server"
+    config = load_config(tmp_path / "srv" / "config.yaml")
+    assert config.inference.tensor_parallel_size == 4 and config.application.type == "model_server"
 
 
 # --------------------------------------------------------------------------- execution modes
@@ -338,7 +354,7 @@ def test_mode_auto_start_recognises_a_vllm_command(tmp_path):
     assert cfg["application"]["source"]["command"].startswith("python -m vllm.entrypoints")
     assert cfg["inference"]["enabled"] is True and cfg["inference"]["replicas"] == 2
     assert cfg["resources"]["memory"] == "256G" and cfg["resources"]["storage"]["access_mode"] == "ReadWriteMany"
-    assert "vllm" in cfg["image"]["base"]
+    assert "vllm" in w.resolved().image.base
     assert (w.target / "manifests" / "route.yaml").is_file()
 
 
@@ -486,7 +502,8 @@ def test_rerun_starts_from_the_answers_and_keeps_an_edited_manifest(tmp_path):
     assert manifest.read_text() == edited
     assert "nvidia.com/gpu" in (target / "manifests" / "deployment.yaml.new").read_text()
     cfg = w.config()
-    assert cfg["resources"]["gpus"] == 2 and cfg["resources"]["memory"] == "64Gi"
+    assert cfg["resources"]["gpus"] == 2 and "memory" not in cfg["resources"]  # it still follows the GPUs
+    assert w.resolved().resources.memory == "64Gi"
     assert "Kept 1 file(s) you edited" in w.text
 
 
@@ -500,8 +517,26 @@ def test_rerun_with_enter_everywhere_changes_nothing(tmp_path):
         w.press(q)
     w.see("Answers      unchanged").see("0 to write")
     assert w.finish() == 0
+    assert "the comments you added" not in w.text  # the derived values' comment lines are the wizard's own
     after = {p: p.read_bytes() for p in target.rglob("*") if p.is_file() and p.name != "state.json"}
     assert after == {p: b for p, b in before.items() if p.name != "state.json"}
+
+
+def test_rerun_on_a_file_that_spells_derived_values_out_keeps_them(tmp_path):
+    """A config.yaml written before derived values became comments: each value in it is chosen."""
+    from wizard.loader import dump_config
+
+    target = _existing(tmp_path, "old")
+    path = target / "config.yaml"
+    path.write_text(dump_config(load_config(path), schema_ref="config.schema.json"))
+    w = Wizard(tmp_path, "old")
+    w.press("What do you want to run?").press("Python file to run").press("Name").press("How should it run?")
+    w.press("Arguments").press("Requirements file").type("GPUs per pod", "2").press("GPU model")
+    w.press("CPU cores").press("Memory")  # Enter keeps the values the file gives
+    w.press("Does it serve").press("Track runs").press("Cluster profile").press("Namespace")
+    w.see("2 GPUs, 2 CPU, 16Gi memory, 1Gi shared memory")
+    assert w.finish() == 0
+    assert w.config()["resources"]["cpu"] == "2" and w.config()["resources"]["memory"] == "16Gi"
 
 
 def test_ctrl_c_mid_dialogue_writes_nothing(tmp_path):

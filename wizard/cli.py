@@ -51,28 +51,26 @@ def cmd_new(args: argparse.Namespace) -> int:
         from .presets import get as get_preset
 
         get_preset(args.preset)  # an unknown preset fails here, before any question
-    from .deployment import build_config, create_or_update, initial_data
+    from .deployment import build_config, create_or_update
+    from .loader import Answers
     from .render import check_target, summarize
 
     deployments_dir: Path = args.deployments_dir
     target = check_target(deployments_dir, args.name)
     interactive = args.interactive or not (args.answers or args.defaults or args.set)
-    data = initial_data(target, args.answers, args.set or [], args.name)
+    # --set > --answers > the deployment's config.yaml > --preset > derived (see Answers)
+    answers = Answers.gather(target, name=args.name, answers_file=args.answers, sets=args.set or [], preset=args.preset)
     if interactive:
         if not sys.stdin.isatty() or not sys.stdout.isatty():
             raise UserError("no terminal to ask questions on; pass --defaults, --answers FILE or --set key=value")
         from .dialogue import run_dialogue
 
-        config = run_dialogue(data, name=args.name, target=target, preset=args.preset, force=args.force)
+        config = run_dialogue(answers, target=target, force=args.force)
         if config is None:
             print("Nothing written.")
             return 1
     else:
-        if args.preset:
-            from .presets import apply_preset
-
-            data = apply_preset(data, args.preset)
-        config = build_config(data, source=str(args.answers) if args.answers else "answers")
+        config = build_config(answers.data, source=str(args.answers) if args.answers else "answers")
     outcome = create_or_update(args.name, deployments_dir, config=config, force=args.force,
                                dry_run=args.dry_run, copy_source_from=Path.cwd())
     verb = "Would write" if args.dry_run else ("Created" if outcome.created else "Updated")
@@ -85,7 +83,7 @@ def cmd_new(args: argparse.Namespace) -> int:
         print(f"Kept {len(outcome.kept)} file(s) you edited; the new version of each is beside it as <file>.new. "
               "Merge what you want, or run again with --force to overwrite.")
     if interactive:
-        from .dialogue import equivalent_command
+        from .summary import equivalent_command
 
         custom_dir = None if deployments_dir.resolve() == DEFAULT_DEPLOYMENTS.resolve() else deployments_dir
         print("\nThe same answers without questions:")
@@ -103,9 +101,9 @@ def _shown(path: Path) -> str:
 
 
 def _next_steps(target: Path, config) -> None:
-    from .plan import Plan
+    from .blueprint import Blueprint
 
-    plan = Plan(config, target.name)
+    plan = Blueprint(config, target.name)
     where = _shown(target)
     print("\nNext:")
     for s in plan.secrets:

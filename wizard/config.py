@@ -4,9 +4,11 @@ This module is the single list of fields. The wizard fills it, the renderer read
 Schema (``python -m wizard schema``) and ``docs/reference.md`` are generated from it.
 
 Values that depend on other answers (memory and shared memory scale with GPUs, tensor
-parallel size follows the GPU count, the base image follows the engine) are left empty by the
-user and filled in when the file is loaded; ``config.yaml`` as written by the wizard shows the
-filled-in values so that nothing is hidden.
+parallel size follows the GPU count, the base image follows the engine) are listed once, in
+:data:`DERIVED`, and filled in by :func:`derive` where the file leaves them out; the config
+records which paths it filled (:attr:`Config.derived_paths`). ``config.yaml`` as written by the
+wizard shows each of them as a comment line at its place, so that reading it back derives them
+again from the current answers; the copy sent to the cluster holds every value resolved.
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ from __future__ import annotations
 import math
 import re
 import shlex
-from typing import Annotated, Any, Literal, Union
+from dataclasses import dataclass
+from typing import Annotated, Any, Callable, Literal, Union
 
 from pydantic import (
     AliasChoices,
@@ -22,6 +25,8 @@ from pydantic import (
     BeforeValidator,
     ConfigDict,
     Field,
+    PrivateAttr,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -244,8 +249,7 @@ class Application(Strict):
         if not self.enabled:
             return self
         t, s = self.type, self.source
-        if t == "single_file" and not s.path:
-            s.path = "main.py"  # the file to put in workspace/; the wizard says so
+        # single_file without a path runs main.py: filled in by derive(), see DERIVED
         if t == "directory" and (not s.path or not s.entry_point):
             missing = "source.path" if not s.path else "source.entry_point"
             raise ValueError(f"{missing}: a directory application needs source.path and source.entry_point")
@@ -274,21 +278,14 @@ class Resources(Strict):
     storage: Storage = Field(default_factory=Storage)
 
     @model_validator(mode="after")
-    def _derive(self) -> "Resources":
-        g = self.gpus
-        if self.cpu is None:
-            self.cpu = str(max(2, 4 * g))
-        if self.memory is None:
-            self.memory = f"{max(16, 32 * g)}Gi"
-        if self.shm_size is None:
-            size = min((8 * g if g else 1) * 2**30, quantity.memory_bytes(self.memory) // 2)
-            self.shm_size = f"{size // 2**30}Gi" if size % 2**30 == 0 else f"{max(1, size // 2**20)}Mi"
-        if quantity.memory_bytes(self.shm_size) > quantity.memory_bytes(self.memory):
-            raise ValueError(f"shm_size: {self.shm_size} is more than the pod's memory ({self.memory}); /dev/shm counts against it")
-        if quantity.memory_bytes(self.memory) < 256 * 2**20:
-            raise ValueError(f"memory: {self.memory} is too little for a Python process; ask for at least 256Mi")
-        if g and quantity.memory_bytes(self.memory) < 4 * 2**30:
-            raise ValueError(f"memory: {self.memory} is too little for a GPU pod; ask for at least 4Gi")
+    def _memory(self) -> "Resources":
+        # Only a memory the user gave can be too little (the derived one never is); shm_size
+        # against memory is checked in Config._rules, after derive() has filled both in.
+        if self.memory is not None:
+            if quantity.memory_bytes(self.memory) < 256 * 2**20:
+                raise ValueError(f"memory: {self.memory} is too little for a Python process; ask for at least 256Mi")
+            if self.gpus and quantity.memory_bytes(self.memory) < 4 * 2**30:
+                raise ValueError(f"memory: {self.memory} is too little for a GPU pod; ask for at least 4Gi")
         return self
 
 
@@ -516,6 +513,9 @@ class Config(Strict):
     experiment: Experiment = Field(default_factory=Experiment)
     secrets: Secrets = Field(default_factory=Secrets)
 
+    # The dotted paths derive() filled in (see DERIVED): the values that follow other answers.
+    _derived: frozenset[str] = PrivateAttr(default=frozenset())
+
     @field_validator("version")
     @classmethod
     def _version(cls, v: int) -> int:
@@ -548,14 +548,38 @@ class Config(Strict):
     def multi_node(self) -> bool:
         return self.deployment.mode == "multi-node"
 
+    @property
+    def derived_paths(self) -> frozenset[str]:
+        """Dotted paths whose value was derived from other answers, not given (see DERIVED)."""
+        return self._derived
+
+    def __eq__(self, other: object) -> bool:
+        # Equal values make equal configs, whether a value was given or derived.
+        if not isinstance(other, Config):
+            return NotImplemented
+        return self.__dict__ == other.__dict__
+
     @model_validator(mode="after")
-    def _rules(self) -> "Config":
+    def _derive(self) -> "Config":
+        self._derived = derive(self)
+        return self
+
+    @model_validator(mode="after")
+    def _rules(self, info: ValidationInfo) -> "Config":
+        """Rules across fields, on the values given and derived; they only check, never fill in.
+
+        ``context={"checks": False}`` skips them: the wizard uses it to learn a derived value
+        while other answers are still incomplete."""
+        if info.context and info.context.get("checks") is False:
+            return self
         app, inf, res, mode = self.application, self.inference, self.resources, self.application.execution.mode
         errors: list[str] = []
 
         def fail(path: str, msg: str) -> None:
             errors.append(f"{path}: {msg}")
 
+        if quantity.memory_bytes(res.shm_size) > quantity.memory_bytes(res.memory):
+            fail("resources.shm_size", f"{res.shm_size} is more than the pod's memory ({res.memory}); /dev/shm counts against it")
         if self.multi_node and mode != "job":
             fail("application.execution.mode", f"multi-node runs as a job; {mode} runs on one node (use mode: job, or deployment.mode: single-node)")
         if not app.enabled and mode == "job":
@@ -576,8 +600,6 @@ class Config(Strict):
                 fail("inference.model", "batch_inference needs a model (hub id or path)")
         if self.uses_runtime and inf.engine == "vllm" and res.gpus == 0:
             fail("inference.engine", "vLLM needs a GPU; set resources.gpus to 1 or more, or use engine: transformers")
-        if inf.tensor_parallel_size is None and self.uses_runtime and inf.engine == "vllm":
-            inf.tensor_parallel_size = max(1, res.gpus)
         tp = inf.tensor_parallel_size or 1
         if tp > max(1, res.gpus):
             fail("inference.tensor_parallel_size", f"{tp} is more than the {res.gpus} GPU(s) in resources.gpus")
@@ -602,17 +624,83 @@ class Config(Strict):
         tr = self.experiment.tracking
         if tr.enabled and tr.backend == "mlflow" and not tr.uri:
             fail("experiment.tracking.uri", "the mlflow backend needs the tracking server's URI")
-        if tr.enabled and tr.project is None and app.name:
-            tr.project = app.name
-        if self.image.base is None:
-            self.image.base = VLLM_IMAGE if self.runs_vllm else (PYTORCH_IMAGE if res.gpus else CPU_IMAGE)
-        if inf.readiness_check is None:
-            inf.readiness_check = "/ready" if (self.uses_runtime and inf.engine == "transformers") else inf.health_check
-        if self.monitoring.type is None:
-            self.monitoring.type = "inference" if (inf.enabled or app.type == "batch_inference") else ("training" if mode == "job" else "none")
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+
+# --------------------------------------------------------------------------- derived values
+@dataclass(frozen=True)
+class Derived:
+    """A value that follows other answers unless the user gives one."""
+
+    path: str  # dotted path in config.yaml
+    follows: str  # what it follows, as config.yaml's comment line says it
+    value: Callable[[Config], Any]  # its value on a config (None: nothing to fill in, it stays empty)
+
+
+def _shm_size(c: Config) -> str:
+    g, memory = c.resources.gpus, c.resources.memory
+    size = min((8 * g if g else 1) * 2**30, quantity.memory_bytes(memory) // 2)
+    return f"{size // 2**30}Gi" if size % 2**30 == 0 else f"{max(1, size // 2**20)}Mi"
+
+
+def _monitoring_type(c: Config) -> str:
+    if c.inference.enabled or c.application.type == "batch_inference":
+        return "inference"
+    return "training" if c.application.execution.mode == "job" else "none"
+
+
+# In order: a value may use those above it (shm_size uses memory).
+DERIVED: tuple[Derived, ...] = (
+    Derived("application.source.path", "application.type",
+            lambda c: "main.py" if c.application.enabled and c.application.type == "single_file" else None),
+    Derived("resources.cpu", "resources.gpus", lambda c: str(max(2, 4 * c.resources.gpus))),
+    Derived("resources.memory", "resources.gpus", lambda c: f"{max(16, 32 * c.resources.gpus)}Gi"),
+    Derived("resources.shm_size", "resources.gpus and memory", _shm_size),
+    Derived("inference.tensor_parallel_size", "resources.gpus",
+            lambda c: max(1, c.resources.gpus) if c.uses_runtime and c.inference.engine == "vllm" else None),
+    Derived("inference.readiness_check", "inference.engine and health_check",
+            lambda c: "/ready" if c.uses_runtime and c.inference.engine == "transformers" else c.inference.health_check),
+    Derived("image.base", "the engine and resources.gpus",
+            lambda c: VLLM_IMAGE if c.runs_vllm else (PYTORCH_IMAGE if c.resources.gpus else CPU_IMAGE)),
+    Derived("monitoring.type", "the application", _monitoring_type),
+    Derived("experiment.tracking.project", "application.name",
+            lambda c: c.application.name if c.experiment.tracking.enabled else None),
+)
+DERIVED_PATHS: frozenset[str] = frozenset(d.path for d in DERIVED)
+DERIVED_BY_PATH: dict[str, Derived] = {d.path: d for d in DERIVED}
+
+
+def given(model: BaseModel, path: str) -> bool:
+    """Whether the data ``model`` was validated from holds a value at ``path`` (its
+    ``model_fields_set``, section by section); an empty value (null) is not a value."""
+    node: Any = model
+    for key in path.split("."):
+        if not isinstance(node, BaseModel) or key not in node.model_fields_set:
+            return False
+        node = getattr(node, key)
+    return node is not None
+
+
+def derive(config: Config) -> frozenset[str]:
+    """Fill in every derived value the user did not give (see DERIVED); the paths filled.
+
+    The only place derived values are set: the rules (Config._rules) then check the result."""
+    filled: set[str] = set()
+    for d in DERIVED:
+        if given(config, d.path):
+            continue
+        value = d.value(config)
+        if value is None:
+            continue
+        *sections, key = d.path.split(".")
+        node: Any = config
+        for section in sections:
+            node = getattr(node, section)
+        setattr(node, key, value)
+        filled.add(d.path)
+    return frozenset(filled)
 
 
 def json_schema() -> dict[str, Any]:

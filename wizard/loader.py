@@ -1,13 +1,22 @@
-"""Reading config.yaml, answers files and ``--set`` overrides into a :class:`Config`.
+"""Reading config.yaml, answers files and ``--set`` overrides into a :class:`Config`, and
+writing a config back.
 
 Every failure becomes a :class:`ConfigError` whose message names the file, the field path, the
 bad value and what is allowed, with a "did you mean" for misspelt keys and choices.
+
+:class:`Answers` holds the sources of answers in their order of priority; :func:`dump_user_config`
+writes the deployment's ``config.yaml`` (derived values as comment lines) and :func:`dump_config`
+the resolved copy that travels to the cluster (every value spelled out).
 """
 
 from __future__ import annotations
 
 import copy
+import dataclasses
 import difflib
+import functools
+import re
+import secrets
 import types
 import typing
 from pathlib import Path
@@ -16,11 +25,76 @@ from typing import Any, Iterator, Union
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from .config import Config
+from .config import DERIVED, DERIVED_BY_PATH, DERIVED_PATHS, Config
 from . import yamlio
 from .errors import ConfigError
 
 SCHEMA_COMMENT = "# yaml-language-server: $schema={}\n"
+HEADER = "# Written by mlshift; edit freely. Every script re-reads this file.\n"
+CONFIG_FILE = "config.yaml"
+MISSING: Any = object()  # no value at a path (None is a value: an empty answer)
+
+
+# --------------------------------------------------------------------------- nested mappings
+def get_path(data: Any, path: str) -> Any:
+    """The value at ``a.b.c`` in nested mappings, or MISSING."""
+    node = data
+    for key in path.split("."):
+        if not isinstance(node, dict) or key not in node:
+            return MISSING
+        node = node[key]
+    return node
+
+
+def set_path(data: dict[str, Any], path: str | list[str], value: Any) -> None:
+    """Set ``a.b.c`` in nested mappings, making the sections on the way."""
+    keys = path.split(".") if isinstance(path, str) else path
+    node = data
+    for key in keys[:-1]:
+        nxt = node.get(key)
+        if not isinstance(nxt, dict):
+            nxt = {}
+            node[key] = nxt
+        node = nxt
+    node[keys[-1]] = value
+
+
+def del_path(data: dict[str, Any], path: str) -> None:
+    """Remove ``a.b.c`` from nested mappings, if it is there."""
+    keys = path.split(".")
+    node: Any = data
+    for key in keys[:-1]:
+        node = node.get(key) if isinstance(node, dict) else None
+        if not isinstance(node, dict):
+            return
+    node.pop(keys[-1], None)
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested answers as ``{dotted path: value}``; a mapping that is a value (a sweep's
+    parameters) stays whole, an empty section is kept as ``{}``."""
+    out: dict[str, Any] = {}
+    if isinstance(data, dict) and (not prefix or is_section(prefix)):
+        for k, v in data.items():
+            out.update(flatten(v, f"{prefix}.{k}" if prefix else str(k)))
+        if not data and prefix:
+            out[prefix] = {}
+        return out
+    out[prefix] = data
+    return out
+
+
+def deep_merge(base: dict[str, Any], over: dict[str, Any], _path: str = "") -> dict[str, Any]:
+    """``over`` on top of ``base``: sections are merged key by key; any other value, a mapping
+    such as a sweep's parameters included, is replaced whole."""
+    out = copy.deepcopy(base)
+    for k, v in over.items():
+        here = f"{_path}.{k}" if _path else str(k)
+        if isinstance(v, dict) and isinstance(out.get(k), dict) and is_section(here, unknown=True):
+            out[k] = deep_merge(out[k], v, here)
+        else:
+            out[k] = copy.deepcopy(v)
+    return out
 
 
 # --------------------------------------------------------------------------- YAML
@@ -70,10 +144,84 @@ def _plain(model: BaseModel) -> dict[str, Any]:
 
 
 def dump_config(config: Config, *, schema_ref: str) -> str:
+    """The resolved config, every value spelled out, derived ones included: what travels to the
+    cluster (the ConfigMap, a submission's annotation), where nothing is derived again."""
     data = _plain(config)
     body = yamlio.dump(data, width=100)
-    header = SCHEMA_COMMENT.format(schema_ref) + "# Written by mlshift; edit freely. Every script re-reads this file.\n"
-    return header + body
+    return SCHEMA_COMMENT.format(schema_ref) + HEADER + body
+
+
+FOLLOWS_NOTE = "  (follows {}; set it to choose)"
+_TOKEN_LINE = re.compile(r"^( *)([^\s#][^:]*): (__mlshift_derived_[0-9a-f]+_\d+__)$")
+
+
+class _Follows:
+    """A derived value's place in the data being written."""
+
+    def __init__(self, path: str, value: Any):
+        self.path, self.value = path, value
+
+
+def dump_user_config(config: Config, *, schema_ref: str) -> str:
+    """The deployment's config.yaml: every answer, and each derived value as a comment line at
+    its place (``# cpu: '4'  (follows resources.gpus; set it to choose)``), so that reading the
+    file back derives it again from the answers it follows. A section holding only derived
+    values is commented out whole (an empty section would read as null)."""
+    data = _plain(config)
+    for d in DERIVED:
+        if d.path in config.derived_paths and get_path(data, d.path) is not MISSING:
+            set_path(data, d.path, _Follows(d.path, get_path(data, d.path)))
+    tokens: dict[str, Any] = {}  # placeholder written by PyYAML -> what its line becomes
+    nonce = secrets.token_hex(8)  # no answer can look like a placeholder
+
+    def mark(node: Any) -> Any:
+        if _only_follows(node):
+            token = f"__mlshift_derived_{nonce}_{len(tokens)}__"
+            tokens[token] = node
+            return token
+        return {k: mark(v) for k, v in node.items()} if isinstance(node, dict) else node
+
+    body = yamlio.dump({k: mark(v) for k, v in data.items()}, width=100)
+    lines = []
+    for line in body.splitlines(keepends=True):
+        m = _TOKEN_LINE.match(line.rstrip("\n"))
+        if m is None or m.group(3) not in tokens:
+            lines.append(line)
+            continue
+        indent, key = m.group(1), m.group(2)
+        lines += [f"{indent}# {text}\n" for text in _commented(key, tokens[m.group(3)])]
+    return SCHEMA_COMMENT.format(schema_ref) + HEADER + "".join(lines)
+
+
+def _only_follows(node: Any) -> bool:
+    return isinstance(node, _Follows) or (
+        isinstance(node, dict) and bool(node) and all(_only_follows(v) for v in node.values()))
+
+
+def _commented(key: str, node: Any, depth: int = 0) -> list[str]:
+    pad = "  " * depth
+    if isinstance(node, _Follows):
+        shown = yamlio.dump({key: node.value}, default_flow_style=False, width=2**31).rstrip("\n")
+        return [pad + shown + FOLLOWS_NOTE.format(DERIVED_BY_PATH[node.path].follows)]
+    out = [f"{pad}{key}:"]
+    for k, v in node.items():
+        out += _commented(k, v, depth + 1)
+    return out
+
+
+def is_follows_comment(line: str) -> bool:
+    """Whether ``line`` is one that :func:`dump_user_config` writes for a derived value."""
+    text = line.strip()
+    return text.startswith("#") and text.endswith("; set it to choose)") and "  (follows " in text
+
+
+def chosen_answers(config: Config) -> dict[str, Any]:
+    """Every answer of a valid config, with the values that follow other answers left out."""
+    data = config.model_dump(mode="json")
+    for path in DERIVED_PATHS:
+        if path in config.derived_paths or get_path(data, path) is None:
+            del_path(data, path)
+    return data
 
 
 # --------------------------------------------------------------------------- model introspection
@@ -95,6 +243,17 @@ def _model_in(annotation: Any) -> type[BaseModel] | None:
         if isinstance(t, type) and issubclass(t, BaseModel):
             return t
     return None
+
+
+@functools.lru_cache(maxsize=512)
+def is_section(path: str, *, unknown: bool = False) -> bool:
+    """Whether ``a.b`` is a section of config.yaml (a model), not a value; ``unknown`` for a key
+    the model does not have."""
+    try:
+        _, _, annotation = field_at(path.split("."))
+    except ConfigError:
+        return unknown
+    return _model_in(annotation) is not None
 
 
 def field_at(path: list[str]) -> tuple[type[BaseModel], str, Any]:
@@ -167,35 +326,12 @@ def _yaml_value(expr: str, raw: str) -> Any:
         raise ConfigError("--set", [("", f"cannot read the value in {expr!r}")]) from None
 
 
-def set_path(data: dict[str, Any], path: str | list[str], value: Any) -> None:
-    """Set ``a.b.c`` in nested mappings, making the sections on the way."""
-    keys = path.split(".") if isinstance(path, str) else path
-    node = data
-    for key in keys[:-1]:
-        nxt = node.get(key)
-        if not isinstance(nxt, dict):
-            nxt = {}
-            node[key] = nxt
-        node = nxt
-    node[keys[-1]] = value
-
-
 def apply_sets(data: dict[str, Any], sets: list[str]) -> dict[str, Any]:
     data = copy.deepcopy(data)
     for expr in sets:
         path, value = parse_set(expr)
         set_path(data, path, value)
     return data
-
-
-def deep_merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        if isinstance(v, dict) and isinstance(out.get(k), dict):
-            out[k] = deep_merge(out[k], v)
-        else:
-            out[k] = copy.deepcopy(v)
-    return out
 
 
 # --------------------------------------------------------------------------- validation
@@ -236,9 +372,11 @@ def _problems(exc: ValidationError) -> list[tuple[str, str]]:
     return problems or [("", str(exc))]
 
 
-def validate(data: dict[str, Any], *, source: str) -> Config:
+def validate(data: dict[str, Any], *, source: str, checks: bool = True) -> Config:
+    """The config of ``data``, derived values filled in; ``checks=False`` skips the rules across
+    fields (each field is still checked), to see derived values of incomplete answers."""
     try:
-        return Config.model_validate(data)
+        return Config.model_validate(data, context=None if checks else {"checks": False})
     except ValidationError as exc:
         raise ConfigError(source, _problems(exc)) from None
 
@@ -251,3 +389,118 @@ def load_config(path: Path, *, sets: list[str] | None = None, label: str | None 
     if not config.application.name:
         raise ConfigError(label or path.name, [("application.name", "is required")])
     return config
+
+
+def with_default_name(data: dict[str, Any], name: str) -> dict[str, Any]:
+    """``data`` with the application named after the deployment where it has no name."""
+    app = data.get("application")
+    if app is None:
+        data["application"] = {"name": name}
+    elif isinstance(app, dict) and not app.get("name"):
+        app["name"] = name
+    return data
+
+
+# --------------------------------------------------------------------------- the sources of answers
+LAYERS: tuple[str, ...] = ("derived", "preset", "config.yaml", "answers", "--set")  # lowest priority first
+
+
+@dataclasses.dataclass(frozen=True)
+class Answers:
+    """The answers of one ``new``, from every source, with one order of priority:
+    ``--set`` > the answers file > the deployment's existing config.yaml > the preset > derived.
+
+    Each layer but the lowest is a (partial) config.yaml; a higher layer's value replaces a lower
+    one's, section by section (:func:`deep_merge`). The lowest, ``derived``, holds no data: the
+    application name defaults to the deployment's name, and the config model derives the values
+    that follow other answers (:data:`wizard.config.DERIVED`), where no layer gives one.
+    """
+
+    name: str  # the deployment's name
+    preset: str | None = None
+    existing: dict[str, Any] | None = None  # the deployment's config.yaml, when it has one
+    answers: dict[str, Any] | None = None  # --answers FILE
+    sets: tuple[str, ...] = ()  # --set KEY=VALUE, in order (a later one wins)
+    _set_data: dict[str, Any] = dataclasses.field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if self.preset is not None:
+            from .presets import get
+
+            get(self.preset)  # an unknown preset is one line, before anything else
+        object.__setattr__(self, "_set_data", apply_sets({}, list(self.sets)))
+
+    @classmethod
+    def gather(cls, target: Path, *, name: str, answers_file: Path | None = None, sets: list[str] | tuple[str, ...] = (),
+               preset: str | None = None) -> "Answers":
+        """The answers for deployments/NAME (``target``): its config.yaml if it has one, the
+        answers file, ``--set`` and the preset."""
+        existing = target / CONFIG_FILE
+        old = read_yaml(existing, label=f"{target.name}/{CONFIG_FILE}") if existing.is_file() else None
+        given = read_yaml(answers_file, label=str(answers_file)) if answers_file is not None else None
+        return cls(name, preset=preset, existing=old, answers=given, sets=tuple(sets))
+
+    def replace(self, **changes: Any) -> "Answers":
+        return dataclasses.replace(self, **changes)
+
+    def only(self, *layers: str) -> "Answers":
+        """These answers with only the layers named (``derived`` is always there)."""
+        return dataclasses.replace(
+            self, preset=self.preset if "preset" in layers else None,
+            existing=self.existing if "config.yaml" in layers else None,
+            answers=self.answers if "answers" in layers else None,
+            sets=self.sets if "--set" in layers else ())
+
+    def layers(self) -> list[tuple[str, dict[str, Any]]]:
+        """(layer, its answers) for each layer present, lowest priority first."""
+        from .presets import get
+
+        out: list[tuple[str, dict[str, Any]]] = []
+        if self.preset is not None:
+            out.append(("preset", get(self.preset).answers))
+        if self.existing is not None:
+            out.append(("config.yaml", self.existing))
+        if self.answers is not None:
+            out.append(("answers", self.answers))
+        if self.sets:
+            out.append(("--set", self._set_data))
+        return out
+
+    def has(self, layer: str) -> bool:
+        return any(name == layer for name, _ in self.layers())
+
+    @property
+    def data(self) -> dict[str, Any]:
+        """The merged answers (a new copy): what the config is validated from."""
+        out: dict[str, Any] = {}
+        for _layer, data in self.layers():
+            out = deep_merge(out, data)
+        return with_default_name(out, self.name)
+
+    def origin(self, path: str, config: Config | None = None) -> str | None:
+        """The layer that gives ``path`` its value: one of LAYERS, or None where the model's
+        default applies. With ``config``, a value it derived is ``derived``."""
+        for layer, data in reversed(self.layers()):
+            if _holds(data, path):
+                return layer
+        if path == "application.name" or (config is not None and path in config.derived_paths):
+            return "derived"
+        return None
+
+    def chosen(self, path: str) -> bool:
+        """Whether some source gives ``path`` a value (it does not follow other answers)."""
+        return self.origin(path) not in (None, "derived")
+
+
+def _holds(data: Any, path: str) -> bool:
+    """Whether one layer's answers decide ``path``: they hold it, or an enclosing value that is
+    not a section (``experiment.sweep: null``). An empty derived value or name is not held."""
+    keys = path.split(".")
+    node = data
+    for i, key in enumerate(keys):
+        if not isinstance(node, dict) or key not in node:
+            return False
+        node = node[key]
+        if i < len(keys) - 1 and not isinstance(node, dict):
+            return True
+    return node is not None or (path not in DERIVED_PATHS and path != "application.name")

@@ -2,12 +2,12 @@
 
 A preset is a small ``config.yaml`` fragment. Answers the user gives (an existing config.yaml,
 ``--answers``, ``--set``, or the wizard's questions) always win over the preset; the preset only
-fills in what was not said. Every preset on its own (plus a name) is a valid deployment.
+fills in what was not said (the order is stated once, in :class:`wizard.loader.Answers`). Every
+preset on its own (plus a name) is a valid deployment.
 """
 
 from __future__ import annotations
 
-import copy
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -110,13 +110,6 @@ def get(name: str) -> Preset:
         hint = f" (did you mean {close[0]!r}?)" if close else ""
         raise UserError(f"unknown preset {name!r}{hint}; presets: {', '.join(BY_NAME)}")
     return preset
-
-
-def apply_preset(data: dict[str, Any], preset: str) -> dict[str, Any]:
-    """``data`` on top of the preset's answers: what the user said wins."""
-    from .loader import deep_merge
-
-    return deep_merge(copy.deepcopy(get(preset).answers), data)
 
 
 def listing() -> list[str]:

@@ -6,24 +6,31 @@ edited it (the new version then goes beside it as ``<file>.new``). Hashes of wha
 written live in ``.mlshift/state.json``; a new deployment is written to a temporary folder and
 renamed into place, so an interrupted run never leaves half a deployment behind. What may be
 written or removed, and where, is decided by the rules in :mod:`wizard.files`.
+
+The manifests are Jinja templates that spell each object out (``templates/manifests/``), filled
+in with a :class:`~wizard.blueprint.Blueprint`. The Job template is also what ``submit``
+renders each Job from, with that submission's own values (:func:`render_job`).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
 
+import yaml
+
 from . import yamlio
+from .blueprint import RENDEZVOUS_PORT, Blueprint
 from .config import Config, json_schema
 from .errors import UserError
 from .files import (STATE_FILE, check_destinations, matches_record, new_folder, read_state, removal_verdict, remove_file,
                     sha256_text, state_text, write_file)
-from .loader import dump_config
+from .loader import dump_config, dump_user_config
 from .paths import TEMPLATES
-from .plan import RENDEZVOUS_PORT, Plan
 from .verbs import VERBS
 
 SCHEMA_FILE = "config.schema.json"
@@ -31,18 +38,74 @@ CONFIG_FILE = "config.yaml"
 
 
 # --------------------------------------------------------------------------- jinja
-def _to_yaml(value: Any) -> str:
-    """A value as one line of YAML (flow style): safe for any text a user can type."""
-    text = yamlio.dump(value, default_flow_style=True, width=2**31)
-    if text.endswith("\n...\n"):
-        text = text[: -len("\n...\n")]
-    return text.rstrip("\n")
+class OcDumper(yamlio.Dumper):
+    """:class:`yamlio.Dumper`, and it quotes the strings that Go's YAML reading takes for numbers or booleans.
+
+    PyYAML leaves ``1e-3``, ``0o17``, ``08`` or ``y`` unquoted (YAML 1.1 reads them as strings),
+    but ``oc``/``kubectl`` read YAML into JSON with Go's rules, where they are a number or a
+    boolean, and the API server then refuses them as a container's command. What ``submit``
+    sends is written with this dumper, so that an argument such as ``--lr 1e-3`` reaches the
+    container as the text it is.
+    """
 
 
-def _block(value: Any, indent: int) -> str:
-    text = yamlio.dump(value, default_flow_style=False, width=2**31)
-    pad = " " * indent
-    return "\n".join(pad + line if line else line for line in text.rstrip("\n").split("\n"))
+_GO_NUMBER = re.compile(r"[-+]?(?:\.[0-9]+|[0-9]+(?:\.[0-9]*)?)(?:[eE][-+]?[0-9]+)?|[-+]?0(?:[xX][0-9a-fA-F]+|[oO][0-7]+|[bB][01]+)")
+_GO_WORDS = frozenset("y Y yes Yes YES n N no No NO on On ON off Off OFF true True TRUE false False FALSE "
+                      "~ null Null NULL .inf .Inf .INF +.inf +.Inf +.INF -.inf -.Inf -.INF .nan .NaN .NAN <<".split())
+
+
+def _oc_str(dumper: yaml.SafeDumper, value: str) -> yaml.Node:
+    if value in _GO_WORDS or _GO_NUMBER.fullmatch(value.replace("_", "")):
+        return dumper.represent_scalar("tag:yaml.org,2002:str", value, style="'")
+    return yamlio.Dumper.yaml_representers[str](dumper, value)
+
+
+OcDumper.add_representer(str, _oc_str)
+
+
+def _dump(value: Any, dumper: type[yaml.SafeDumper], flow: bool) -> str:
+    return yaml.dump(value, Dumper=dumper, default_flow_style=flow, width=2**31, allow_unicode=True, sort_keys=False)
+
+
+_PLAIN = (list, dict, str, int, float, bool, type(None))
+
+
+def _filters(dumper: type[yaml.SafeDumper]) -> dict[str, Any]:
+    """The YAML filters of the templates: ``to_yaml`` (one line, flow style) and ``block(indent)``.
+
+    Each distinct value is written once: a sweep renders the Job template thousands of times
+    with the same environment, labels and resources.
+    """
+    written: dict[tuple[str, bool], str] = {}
+
+    def dump(value: Any, flow: bool) -> str:
+        if type(value) not in _PLAIN:
+            return _dump(value, dumper, flow)
+        key = (repr(value), flow)  # repr tells 1 from "1" and True, and keeps the order of keys
+        if key not in written:
+            if len(written) >= 1024:
+                written.clear()
+            written[key] = _dump(value, dumper, flow)
+        return written[key]
+
+    def to_yaml(value: Any) -> str:
+        """A value as one line of YAML (flow style): safe for any text a user can type."""
+        text = dump(value, True)
+        if text.endswith("\n...\n"):
+            text = text[: -len("\n...\n")]
+        return text.rstrip("\n")
+
+    def block(value: Any, indent: int) -> str:
+        """A value as block-style YAML, every line indented by ``indent`` (Helm's toYaml | indent)."""
+        text = dump(value, False)
+        pad = " " * indent
+        return "\n".join(pad + line if line else line for line in text.rstrip("\n").split("\n"))
+
+    return {"to_yaml": to_yaml, "block": block}
+
+
+_to_yaml = _filters(yamlio.Dumper)["to_yaml"]
+_block = _filters(yamlio.Dumper)["block"]
 
 
 def _shell_quote(value: Any) -> str:
@@ -51,12 +114,12 @@ def _shell_quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
-_ENV = None
+_ENVS: dict[bool, Any] = {}
 
 
-def environment():
-    global _ENV
-    if _ENV is None:
+def environment(*, for_oc: bool = False):
+    """The templates' Jinja environment; ``for_oc``: its YAML is sent to oc (see :class:`OcDumper`)."""
+    if for_oc not in _ENVS:
         import jinja2
 
         env = jinja2.Environment(
@@ -67,41 +130,36 @@ def environment():
             keep_trailing_newline=True,
             autoescape=False,
         )
-        env.filters["to_yaml"] = _to_yaml
-        env.filters["block"] = _block
+        env.filters.update(_filters(OcDumper if for_oc else yamlio.Dumper))
         env.filters["shell_quote"] = _shell_quote
-        _ENV = env
-    return _ENV
+        _ENVS[for_oc] = env
+    return _ENVS[for_oc]
 
 
 # --------------------------------------------------------------------------- rendering
-def render_files(config: Config, deployment: str, *, with_config: bool = False) -> dict[str, tuple[str, int]]:
+def _context(blueprint: Blueprint, **more: Any) -> dict[str, Any]:
+    """What every template sees: the config, its blueprint, and a few constants."""
+    # `plan` is the blueprint's old name, still used by the templates outside manifests/.
+    return {"config": blueprint.config, "blueprint": blueprint, "submission": None,
+            "rendezvous_port": RENDEZVOUS_PORT, "scripts": VERBS, **more}
+
+
+def render_files(config: Config, folder: str, *, with_config: bool = False) -> dict[str, tuple[str, int]]:
     """Every generated file: relative path -> (text, mode). Writes nothing.
 
     ``config.yaml`` is the user's file: it is included only when the wizard writes it
     (``with_config``); re-rendering never rewrites it, so comments and layout survive.
     """
-    plan = Plan(config, deployment)
+    blueprint = Blueprint(config, folder)
     env = environment()
     config_text = dump_config(config, schema_ref=SCHEMA_FILE)
     files: dict[str, tuple[str, int]] = {
         SCHEMA_FILE: (json.dumps(json_schema(), indent=2) + "\n", 0o644),
     }
-
-    def meta_tail(component: str, annotations: dict[str, str] | None = None) -> str:
-        meta: dict[str, Any] = {}
-        if plan.namespace:
-            meta["namespace"] = plan.namespace
-        meta["labels"] = plan.labels(component)
-        if annotations:
-            meta["annotations"] = annotations
-        return _block(meta, 2)
-
-    common = {"config": config, "plan": plan, "meta_tail": meta_tail, "config_text": config_text,
-              "rendezvous_port": RENDEZVOUS_PORT, "scripts": VERBS}
+    common = _context(blueprint, config_text=config_text)
     listed: list[str] = []
     unlisted: list[str] = []
-    for template, in_kustomization in plan.manifests:
+    for template, in_kustomization in blueprint.manifests:
         out = f"{template}.yaml"
         files[f"manifests/{out}"] = (env.get_template(f"manifests/{template}.yaml.j2").render(common), 0o644)
         (listed if in_kustomization else unlisted).append(out)
@@ -110,13 +168,46 @@ def render_files(config: Config, deployment: str, *, with_config: bool = False) 
     for script in VERBS:
         files[f"scripts/{script.file}"] = (env.get_template("scripts/script.sh.j2").render(common, script=script), 0o755)
     files["scripts/_common.sh"] = (env.get_template("scripts/_common.sh.j2").render(common), 0o644)
-    if plan.build:
+    if blueprint.build:
         files["Containerfile"] = (env.get_template("Containerfile.j2").render(common), 0o644)
     files["README.md"] = (env.get_template("README.md.j2").render(common), 0o644)
     files["workspace/.gitkeep"] = ("", 0o644)
     if with_config:
-        files[CONFIG_FILE] = (config_text, 0o644)
+        files[CONFIG_FILE] = (dump_user_config(config, schema_ref=SCHEMA_FILE), 0o644)  # derived values as comments
     return files
+
+
+@dataclass(frozen=True)
+class JobSubmission:
+    """What one submitted Job has of its own, besides its blueprint: the Job template's other inputs.
+
+    templates/manifests/job.yaml.j2 shows where each goes. The command comes from the blueprint
+    of the run's own config, which holds the run's arguments.
+    """
+
+    name: str  # the Job's name: <application>-<submission id>
+    labels: dict[str, str]  # added to the standard labels of the Job and of its pods
+    annotations: dict[str, str]  # the Job's: its arguments, overrides, sweep parameters
+    config_annotation: str  # the pod annotation that carries the run's config.yaml (mounted from it)
+
+
+def render_job(blueprint: Blueprint, submission: JobSubmission) -> str:
+    """One Job to create, as the YAML sent to oc: the Job template filled in with the run's
+    blueprint and ``submission``. The run's config.yaml (``config_text``) travels with its pods."""
+    config_text = dump_config(blueprint.config, schema_ref=SCHEMA_FILE)
+    template = environment(for_oc=True).get_template("manifests/job.yaml.j2")
+    return template.render(_context(blueprint, submission=submission, config_text=config_text))
+
+
+def object_list(documents: list[str]) -> str:
+    """Rendered objects as one ``kind: List``, so that one ``oc create`` makes them all."""
+    if not documents:
+        return "apiVersion: v1\nkind: List\nitems: []\n"
+    items = []
+    for doc in documents:
+        first, _, rest = doc.partition("\n")
+        items.append("- " + first + "\n" + "".join(("  " + line if line else line) + "\n" for line in rest.rstrip("\n").split("\n")))
+    return "apiVersion: v1\nkind: List\nitems:\n" + "".join(items)
 
 
 # --------------------------------------------------------------------------- writing

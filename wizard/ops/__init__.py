@@ -14,17 +14,17 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..verbs import BY_NAME
-from .base import Ctx
+from .base import Operation
 
 
 def run(name: str, deployment: Path, args: argparse.Namespace) -> int:
     verb = BY_NAME.get(name)
     if verb is None:
         raise UserError(f"unknown operation {name!r}")
-    ctx = Ctx.load(deployment, dry_run=bool(getattr(args, "dry_run", False)), render=verb.renders)
+    ctx = Operation.load(deployment, dry_run=bool(getattr(args, "dry_run", False)), render=verb.renders)
     if ctx.dry_run and name != "run-local":
         ctx.oc.note(f"dry run of {name} for {ctx.name}: nothing below was run")
     return verb.load()(ctx, args)
 
 
-__all__ = ["run", "Ctx"]
+__all__ = ["run", "Operation"]

@@ -1,4 +1,9 @@
-"""What every verb starts from: config.yaml re-read (the files re-rendered only by deploy), and a way to reach oc."""
+"""What every verb runs in: an :class:`Operation` (config.yaml re-read, its blueprint, and oc).
+
+The files are re-rendered only by the verbs that act on them (deploy). Whether this is a dry
+run travels with the operation's :class:`~wizard.ops.oc.Oc`; :meth:`Operation.say` reads it
+from there.
+"""
 
 from __future__ import annotations
 
@@ -9,9 +14,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..blueprint import LABEL_PREFIX, Blueprint
 from ..config import Config
 from ..errors import OcError, UserError
-from ..plan import LABEL_PREFIX, Plan
 from . import diagnose
 from .oc import Oc
 
@@ -34,31 +39,23 @@ def selector_text(labels: dict[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in labels.items())
 
 
-_DRY = {"on": False}
-
-
-def say(text: str = "") -> None:
-    """A line for the user; in a dry run a comment, so that the output stays a runnable script."""
-    if _DRY["on"]:
-        text = "\n".join(("# " + line) if line else "" for line in text.split("\n"))
-    print(text, flush=True)
-
-
 def warn(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
 @dataclass
-class Ctx:
+class Operation:
+    """One verb's run on one deployment: its folder, config.yaml as read now, the blueprint made
+    from it, and the oc that reaches the cluster (which knows whether this is a dry run)."""
+
     directory: Path
     config: Config
-    plan: Plan
+    blueprint: Blueprint
     oc: Oc
-    dry_run: bool
     session_checked: bool = field(default=False)
 
     @classmethod
-    def load(cls, directory: Path, *, dry_run: bool, render: bool = False) -> "Ctx":
+    def load(cls, directory: Path, *, dry_run: bool, render: bool = False) -> "Operation":
         """Re-read config.yaml; with ``render``, bring the deployment's files up to date first.
 
         Only a verb that acts on the rendered files on disk passes ``render`` (deploy applies
@@ -81,14 +78,24 @@ class Ctx:
             target, config = outcome.target, outcome.config
         else:
             target, config = load_deployment(directory)
-        plan = Plan(config, target.name)
-        _DRY["on"] = dry_run
-        return cls(target, config, plan, Oc(plan.namespace, dry_run=dry_run), dry_run)
+        blueprint = Blueprint(config, target.name)
+        return cls(target, config, blueprint, Oc(blueprint.namespace, dry_run=dry_run))
+
+    @property
+    def dry_run(self) -> bool:
+        """Print the oc commands instead of running them (held by :attr:`oc`, which acts on it)."""
+        return self.oc.dry_run
+
+    def say(self, text: str = "") -> None:
+        """A line for the user; in a dry run a comment, so that the output stays a runnable script."""
+        if self.dry_run:
+            text = "\n".join(("# " + line) if line else "" for line in text.split("\n"))
+        print(text, flush=True)
 
     # ------------------------------------------------------------------ names
     @property
     def name(self) -> str:
-        return self.plan.name
+        return self.blueprint.name
 
     def rel(self, path: Path) -> str:
         try:
@@ -106,7 +113,7 @@ class Ctx:
         return f"{base}/scripts/{file}"
 
     def selector(self, component: str | None = None) -> str:
-        return selector_text(self.plan.selector(component or self.plan.component))
+        return selector_text(self.blueprint.selector(component or self.blueprint.component))
 
     @property
     def instance_selector(self) -> str:
@@ -122,7 +129,7 @@ class Ctx:
         if self.session_checked:
             return
         self.session_checked = True
-        ns = self.plan.namespace
+        ns = self.blueprint.namespace
         if ns:
             try:
                 self.oc.call("get", ["project", ns, "-o", "name"], namespaced=False, what=f"use project {ns}")
@@ -153,7 +160,7 @@ class Ctx:
     def ready_pod(self, *, purpose: str, component: str | None = None) -> str:
         """The name of a ready pod of the application, found by label; a clear error if none."""
         self.check_session()
-        if self.plan.is_job and component is None:
+        if self.blueprint.is_job and component is None:
             raise UserError(f"{self.name} runs as jobs; there is no long-running pod to {purpose}",
                             hint=f"submit a job with {self.script('submit-job.sh')}, or use execution.mode: manual for a pod to work in")
         sel = self.selector(component)
@@ -166,7 +173,7 @@ class Ctx:
             return ready[-1]["metadata"]["name"]
         if not pods:
             raise UserError(f"no pod of {self.name} in {self.where}", hint=f"deploy it with {self.script('deploy.sh')}")
-        problems = [p for pod in pods for p in diagnose.pod_problems(pod, self.events(), image=self.plan.image)]
+        problems = [p for pod in pods for p in diagnose.pod_problems(pod, self.events(), image=self.blueprint.image)]
         if problems:
             raise UserError(f"no ready pod to {purpose}: {problems[0].pod}: {problems[0].summary}", hint=problems[0].hint)
         states = ", ".join(f"{p['metadata']['name']} {diagnose.phase(p)}" for p in pods)

@@ -13,11 +13,12 @@ from typing import Any
 
 import yaml
 
-from ..errors import OcError, UserError
+from ..blueprint import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
+from ..errors import UserError
 from ..files import check_destinations, write_file
 from ..paths import SOURCE_ROOT, WORKSPACE_MOUNT
 from . import diagnose
-from .base import Ctx, poll_seconds, say, sleep, warn
+from .base import Operation, poll_seconds, sleep, warn
 from .oc import first_line
 
 # Objects the pods need before they start (and that jobs share); applied first.
@@ -29,10 +30,10 @@ BUILD_STATE = ".mlshift/build.json"
 SYNC_IMAGE = "registry.access.redhat.com/ubi9/ubi:latest"
 
 
-def manifest_files(ctx: Ctx, *, shared: bool | None = None, volumes: bool = True) -> list[Path]:
+def manifest_files(ctx: Operation, *, shared: bool | None = None, volumes: bool = True) -> list[Path]:
     """The listed manifests (what `oc apply -k` would apply), shared ones only or the rest."""
     out = []
-    for template, listed in ctx.plan.manifests:
+    for template, listed in ctx.blueprint.manifests:
         if not listed or (shared is not None and (template in SHARED) != shared):
             continue
         if template == "persistentvolumeclaim" and not volumes:
@@ -41,7 +42,7 @@ def manifest_files(ctx: Ctx, *, shared: bool | None = None, volumes: bool = True
     return out
 
 
-def apply(ctx: Ctx, files: list[Path]) -> dict[str, str]:
+def apply(ctx: Operation, files: list[Path]) -> dict[str, str]:
     """``oc apply -f`` the files in one request; returns object -> created/configured/unchanged."""
     if not files:
         return {}
@@ -54,13 +55,13 @@ def apply(ctx: Ctx, files: list[Path]) -> dict[str, str]:
         parts = line.strip().rsplit(" ", 1)
         if len(parts) == 2:
             result[parts[0]] = parts[1]
-            say(f"  {parts[0]} {parts[1]}")
+            ctx.say(f"  {parts[0]} {parts[1]}")
     return result
 
 
 # --------------------------------------------------------------------------- secrets
-def check_secrets(ctx: Ctx) -> None:
-    wanted = ctx.plan.secrets
+def check_secrets(ctx: Operation) -> None:
+    wanted = ctx.blueprint.secrets
     if not wanted:
         return
     names = [s["name"] for s in wanted]
@@ -86,7 +87,7 @@ def check_secrets(ctx: Ctx) -> None:
 
 
 # --------------------------------------------------------------------------- image build
-def build_context(ctx: Ctx, dest: Path) -> None:
+def build_context(ctx: Operation, dest: Path) -> None:
     """The binary build's folder: Containerfile, the requirements it copies, and mlshift/."""
     shutil.copy2(ctx.directory / "Containerfile", dest / "Containerfile")
     req = ctx.config.application.requirements
@@ -122,7 +123,7 @@ def read_build_state(path: Path) -> dict[str, str]:
     return {k: v for k, v in data.items() if isinstance(v, str)}
 
 
-def build(ctx: Ctx, when: str) -> None:
+def build(ctx: Operation, when: str) -> None:
     name = ctx.name
     if ctx.dry_run:
         ctx.oc.note("the build context is a temporary folder: Containerfile, the requirements file, "
@@ -145,9 +146,9 @@ def build(ctx: Ctx, when: str) -> None:
             exists = ctx.oc.call("get", ["imagestreamtag", f"{name}:latest", "-o", "name", "--ignore-not-found"],
                                  what="look up the image").out.strip()
             if exists and last == digest:
-                say(f"Image {name}:latest is up to date (deploy --build always rebuilds it).")
+                ctx.say(f"Image {name}:latest is up to date (deploy --build always rebuilds it).")
                 return
-        say(f"Building image {name}:latest on the cluster (binary build; the log follows)...")
+        ctx.say(f"Building image {name}:latest on the cluster (binary build; the log follows)...")
         rc = ctx.oc.stream("start-build", [name, f"--from-dir={context}", "--follow", "--wait"], check=False)
         if rc != 0:
             raise UserError(f"the image build of {name} failed (exit code {rc})",
@@ -158,34 +159,34 @@ def build(ctx: Ctx, when: str) -> None:
 
 
 # --------------------------------------------------------------------------- workspace upload
-def runs_from_workspace(ctx: Ctx) -> bool:
+def runs_from_workspace(ctx: Operation) -> bool:
     app = ctx.config.application
-    return app.enabled and app.type in ("single_file", "directory") and ctx.plan.working_dir.startswith(WORKSPACE_MOUNT + "/")
+    return app.enabled and app.type in ("single_file", "directory") and ctx.blueprint.working_dir.startswith(WORKSPACE_MOUNT + "/")
 
 
-def workspace_has_files(ctx: Ctx) -> bool:
+def workspace_has_files(ctx: Operation) -> bool:
     ws = ctx.directory / "workspace"
     return ws.is_dir() and any(p.name != ".gitkeep" for p in ws.iterdir())
 
 
-def sync_pod_manifest(ctx: Ctx) -> dict[str, Any]:
-    plan = ctx.plan
-    meta: dict[str, Any] = {"name": f"{ctx.name}-sync", "labels": plan.labels("sync")}
+def sync_pod_manifest(ctx: Operation) -> dict[str, Any]:
+    blueprint = ctx.blueprint
+    meta: dict[str, Any] = {"name": f"{ctx.name}-sync", "labels": blueprint.labels("sync")}
     return {
         "apiVersion": "v1", "kind": "Pod", "metadata": meta,
         "spec": {
             "restartPolicy": "Never",
             "automountServiceAccountToken": False,
-            "securityContext": plan.pod_security_context,
+            "securityContext": POD_SECURITY_CONTEXT,
             "activeDeadlineSeconds": 3600,  # never outlives an interrupted sync by long
             "containers": [{
                 "name": "sync", "image": SYNC_IMAGE,
                 "command": ["/bin/sh", "-c", "trap 'exit 0' TERM; sleep 3600 & wait"],
                 "resources": {"requests": {"cpu": "100m", "memory": "128Mi"}, "limits": {"memory": "512Mi"}},
-                "securityContext": plan.container_security_context,
+                "securityContext": CONTAINER_SECURITY_CONTEXT,
                 "volumeMounts": [{"name": "workspace", "mountPath": WORKSPACE_MOUNT}],
             }],
-            "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": plan.workspace_claim}}],
+            "volumes": [{"name": "workspace", "persistentVolumeClaim": {"claimName": blueprint.workspace_claim}}],
         },
     }
 
@@ -193,7 +194,7 @@ def sync_pod_manifest(ctx: Ctx) -> dict[str, Any]:
 class VolumePod:
     """A pod with the workspace volume mounted: the application's own, or a short-lived one."""
 
-    def __init__(self, ctx: Ctx, pod: str | None):
+    def __init__(self, ctx: Operation, pod: str | None):
         self.ctx, self.pod, self.temporary = ctx, pod, pod is None
 
     def __enter__(self) -> str:
@@ -201,7 +202,7 @@ class VolumePod:
             return self.pod
         ctx = self.ctx
         name = f"{ctx.name}-sync"
-        say(f"Starting {name} to reach the workspace volume...")
+        ctx.say(f"Starting {name} to reach the workspace volume...")
         ctx.oc.call("delete", ["pod", name, "--ignore-not-found", "--wait=true"], what="remove an old sync pod")
         ctx.oc.call("create", ["-f", "-"], stdin=yaml.safe_dump(sync_pod_manifest(ctx), sort_keys=False),
                     what="start a pod for the workspace volume")
@@ -221,10 +222,10 @@ class VolumePod:
             self.ctx.oc.call("delete", ["pod", f"{self.ctx.name}-sync", "--ignore-not-found", "--wait=false"], check=False)
 
 
-def running_pod(ctx: Ctx) -> str | None:
+def running_pod(ctx: Operation) -> str | None:
     """A running pod of the application (it has the volume), or None."""
-    if ctx.plan.is_job or ctx.dry_run:
-        if ctx.dry_run and not ctx.plan.is_job:
+    if ctx.blueprint.is_job or ctx.dry_run:
+        if ctx.dry_run and not ctx.blueprint.is_job:
             ctx.oc.call("get", ["pods", "-l", ctx.selector(), "-o", "json"])
         return None
     for pod in ctx.pods():
@@ -233,36 +234,36 @@ def running_pod(ctx: Ctx) -> str | None:
     return None
 
 
-def copy_to_volume(ctx: Ctx, pod: str | None, local: Path, remote: str) -> None:
+def copy_to_volume(ctx: Operation, pod: str | None, local: Path, remote: str) -> None:
     """Copy a local folder's contents to a folder on the workspace volume (rsync semantics)."""
     with VolumePod(ctx, pod) as target:
-        container = ["-c", ctx.plan.container_name] if pod else []
-        say(f"Uploading {ctx.rel(local)}/ to {target}:{remote} ...")
+        container = ["-c", ctx.blueprint.container_name] if pod else []
+        ctx.say(f"Uploading {ctx.rel(local)}/ to {target}:{remote} ...")
         ctx.oc.call("exec", [target, *container, "--", "mkdir", "-p", remote], what="create the folder in the pod")
         ctx.oc.stream("rsync", [f"{local}/", f"{target}:{remote}", *container, "--no-perms=true"], what=f"upload {ctx.rel(local)}/")
 
 
-def copy_from_volume(ctx: Ctx, pod: str | None, remote: str, local: Path) -> None:
+def copy_from_volume(ctx: Operation, pod: str | None, remote: str, local: Path) -> None:
     with VolumePod(ctx, pod) as target:
-        container = ["-c", ctx.plan.container_name] if pod else []
+        container = ["-c", ctx.blueprint.container_name] if pod else []
         ctx.oc.stream("rsync", [f"{target}:{remote}", str(local), *container, "--no-perms=true"], what=f"download {remote}")
 
 
-def upload_workspace(ctx: Ctx, pod: str | None) -> None:
-    copy_to_volume(ctx, pod, ctx.directory / "workspace", ctx.plan.working_dir)
+def upload_workspace(ctx: Operation, pod: str | None) -> None:
+    copy_to_volume(ctx, pod, ctx.directory / "workspace", ctx.blueprint.working_dir)
 
 
 # --------------------------------------------------------------------------- deploy
-def deploy(ctx: Ctx, args) -> int:
-    plan = ctx.plan
-    if plan.build:
+def deploy(ctx: Operation, args) -> int:
+    blueprint = ctx.blueprint
+    if blueprint.build:
         check_destinations(ctx.directory, [BUILD_STATE])  # where the build is recorded; before anything happens
-    say(f"Deploying {ctx.name} ({plan.mode}) to {plan.namespace or 'the current project'}")
+    ctx.say(f"Deploying {ctx.name} ({blueprint.mode}) to {blueprint.namespace or 'the current project'}")
     ctx.check_session()
     check_secrets(ctx)
-    say("Applying the shared objects:" if plan.is_job else "Applying the configuration, volume and image objects:")
+    ctx.say("Applying the shared objects:" if blueprint.is_job else "Applying the configuration, volume and image objects:")
     changed = apply(ctx, manifest_files(ctx, shared=True))
-    if plan.build:
+    if blueprint.build:
         build(ctx, args.build)
     uploaded_live = False
     if runs_from_workspace(ctx) and not args.no_upload and workspace_has_files(ctx):
@@ -271,29 +272,29 @@ def deploy(ctx: Ctx, args) -> int:
         uploaded_live = pod is not None
     elif runs_from_workspace(ctx) and not workspace_has_files(ctx):
         warn(f"note: workspace/ is empty; put your code there ({ctx.config.application.source.path or 'the entry point'}) and re-run deploy.sh")
-    if plan.is_job:
-        say(f"\nReady for jobs. Submit one with: {ctx.script('submit-job.sh')}")
+    if blueprint.is_job:
+        ctx.say(f"\nReady for jobs. Submit one with: {ctx.script('submit-job.sh')}")
         return 0
-    say("Applying the application:")
+    ctx.say("Applying the application:")
     changed.update(apply(ctx, manifest_files(ctx, shared=False)))
     config_changed = any(k.startswith("configmap/") and v == "configured" for k, v in changed.items())
     deployment_same = any(k.startswith("deployment.apps/") and v == "unchanged" for k, v in changed.items())
     if ctx.dry_run or ((config_changed or uploaded_live) and deployment_same):
         if not ctx.dry_run:
-            say("config.yaml or workspace/ changed: restarting the pods so that they use it")
+            ctx.say("config.yaml or workspace/ changed: restarting the pods so that they use it")
         else:
             ctx.oc.note("only when the ConfigMap or workspace/ changed and the Deployment did not:")
         ctx.oc.call("rollout", ["restart", f"deployment/{ctx.name}"], what="restart the pods")
     if args.no_wait:
-        say(f"Not waiting; follow it with {ctx.script('status.sh')}")
+        ctx.say(f"Not waiting; follow it with {ctx.script('status.sh')}")
         return 0
-    wait_rollout(ctx, args.timeout or (ctx.config.inference.startup_timeout + 600 if plan.serves else 900))
+    wait_rollout(ctx, args.timeout or (ctx.config.inference.startup_timeout + 600 if blueprint.serves else 900))
     reach(ctx)
     return 0
 
 
-def wait_rollout(ctx: Ctx, timeout: int) -> None:
-    name, plan = ctx.name, ctx.plan
+def wait_rollout(ctx: Operation, timeout: int) -> None:
+    name, blueprint = ctx.name, ctx.blueprint
     cleanup = f"it stays deployed; remove it with {ctx.script('delete.sh')}"
     if ctx.dry_run:
         ctx.oc.note(f"then poll until the Deployment is ready (at most {timeout}s):")
@@ -329,7 +330,7 @@ def wait_rollout(ctx: Ctx, timeout: int) -> None:
                                 hint=("ask for less (resources.*) or free the quota (oc describe quota); " if q else "") + cleanup)
             detail = "no pod yet"
         else:
-            problems = [pr for p in pods for pr in diagnose.pod_problems(p, events, image=plan.image)]
+            problems = [pr for p in pods for pr in diagnose.pod_problems(p, events, image=blueprint.image)]
             fatal = [pr for pr in problems if pr.fatal]
             if fatal:
                 if tty:
@@ -358,40 +359,40 @@ def _replicaset_names(events: Any, name: str) -> list[str]:
             and (e.get("involvedObject") or {}).get("name", "").startswith(name + "-")]
 
 
-def route_url(ctx: Ctx) -> str | None:
-    if not ctx.plan.route:
+def route_url(ctx: Operation) -> str | None:
+    if not ctx.blueprint.route:
         return None
-    route = ctx.oc.get_json(["route", ctx.plan.route_name], what="read the Route",
+    route = ctx.oc.get_json(["route", ctx.blueprint.route_name], what="read the Route",
                             dry_answer={"spec": {"host": "<route host>"}})
     host = (route.get("spec") or {}).get("host")
     return f"https://{host}" if host else None
 
 
-def reach(ctx: Ctx) -> None:
-    plan = ctx.plan
-    if plan.serves:
+def reach(ctx: Operation) -> None:
+    blueprint = ctx.blueprint
+    if blueprint.serves:
         url = route_url(ctx)
         endpoint = ctx.config.inference.endpoint
         if url:
-            say(f"\nReady: {url}{endpoint}")
+            ctx.say(f"\nReady: {url}{endpoint}")
         else:
-            say(f"\nReady. Reach it with {ctx.script('port-forward.sh')} (then http://127.0.0.1:{plan.port}{endpoint})")
-        say(f"Try it: {ctx.script('test-inference.sh')}")
-    elif plan.mode == "manual":
-        say(f"\nReady. Work in it: {ctx.script('shell.sh')}, {ctx.script('jupyter.sh')} or {ctx.script('vscode.sh')}")
+            ctx.say(f"\nReady. Reach it with {ctx.script('port-forward.sh')} (then http://127.0.0.1:{blueprint.port}{endpoint})")
+        ctx.say(f"Try it: {ctx.script('test-inference.sh')}")
+    elif blueprint.mode == "manual":
+        ctx.say(f"\nReady. Work in it: {ctx.script('shell.sh')}, {ctx.script('jupyter.sh')} or {ctx.script('vscode.sh')}")
     else:
-        say(f"\nRunning. Follow it: {ctx.script('logs.sh')} -f")
+        ctx.say(f"\nRunning. Follow it: {ctx.script('logs.sh')} -f")
 
 
 # --------------------------------------------------------------------------- delete
-def delete(ctx: Ctx, args) -> int:
+def delete(ctx: Operation, args) -> int:
     ctx.check_session()
     if args.volumes and not args.yes and not ctx.dry_run:
         if not sys.stdin.isatty():
             raise UserError("--volumes deletes the workspace volume and everything on it", hint="add --yes to confirm")
-        answer = input(f"Delete the volume {ctx.plan.workspace_claim} and all files on it? Type {ctx.name} to confirm: ")
+        answer = input(f"Delete the volume {ctx.blueprint.workspace_claim} and all files on it? Type {ctx.name} to confirm: ")
         if answer.strip() != ctx.name:
-            say("Nothing deleted.")
+            ctx.say("Nothing deleted.")
             return 1
     files = manifest_files(ctx, volumes=args.volumes)
     if files:
@@ -401,7 +402,7 @@ def delete(ctx: Ctx, args) -> int:
         ans = ctx.oc.call("delete", [*fargs, "--ignore-not-found", "--wait=false"], what="delete the objects")
         for line in ans.out.splitlines():
             if line.strip():
-                say(f"  {line.strip()}")
+                ctx.say(f"  {line.strip()}")
     ctx.oc.call("delete", ["pods", "-l", f"{ctx.instance_selector},app.kubernetes.io/component=sync", "--ignore-not-found"],
                 what="delete a leftover sync pod")
     if args.jobs:
@@ -409,12 +410,12 @@ def delete(ctx: Ctx, args) -> int:
                           what="delete the jobs")
         for line in ans.out.splitlines():
             if line.strip():
-                say(f"  {line.strip()}")
-    elif ctx.plan.is_job:
-        say(f"Submitted jobs are kept (they finish and expire on their own); add --jobs to delete them too.")
+                ctx.say(f"  {line.strip()}")
+    elif ctx.blueprint.is_job:
+        ctx.say("Submitted jobs are kept (they finish and expire on their own); add --jobs to delete them too.")
     if not args.volumes:
-        say(f"The workspace volume {ctx.plan.workspace_claim} is kept; add --volumes to delete it and its files.")
-    say(f"Deleted {ctx.name} from {ctx.where}." if not ctx.dry_run else "")
+        ctx.say(f"The workspace volume {ctx.blueprint.workspace_claim} is kept; add --volumes to delete it and its files.")
+    ctx.say(f"Deleted {ctx.name} from {ctx.where}." if not ctx.dry_run else "")
     return 0
 
 
@@ -435,65 +436,65 @@ def _age(ts: str | None) -> str:
     return f"{max(secs, 0)}s"
 
 
-def status(ctx: Ctx, args) -> int:
-    plan = ctx.plan
+def status(ctx: Operation, args) -> int:
+    blueprint = ctx.blueprint
     ctx.check_session()
     data = ctx.oc.get_json(["deployments,pods,jobs,routes,persistentvolumeclaims", "-l", ctx.instance_selector],
                            what="read the application's objects")
     events = ctx.events()
-    builds = ctx.oc.get_json(["builds", "-l", f"buildconfig={ctx.name}"], what="read the builds") if plan.build else {}
+    builds = ctx.oc.get_json(["builds", "-l", f"buildconfig={ctx.name}"], what="read the builds") if blueprint.build else {}
     if ctx.dry_run:
         return 0
     by_kind: dict[str, list[dict[str, Any]]] = {}
     for item in data.get("items", []):
         by_kind.setdefault(item.get("kind", ""), []).append(item)
     gpus = f", {ctx.config.resources.gpus} GPU(s) per pod" if ctx.config.resources.gpus else ""
-    say(f"{ctx.name} in {ctx.where}: {plan.mode}{gpus}")
+    ctx.say(f"{ctx.name} in {ctx.where}: {blueprint.mode}{gpus}")
     if not by_kind:
-        say(f"  nothing deployed (deploy with {ctx.script('deploy.sh')})")
+        ctx.say(f"  nothing deployed (deploy with {ctx.script('deploy.sh')})")
         return 0
     for pvc in by_kind.get("PersistentVolumeClaim", []):
         st = pvc.get("status") or {}
         size = (st.get("capacity") or {}).get("storage") or ((pvc.get("spec") or {}).get("resources") or {}).get("requests", {}).get("storage", "")
-        say(f"Volume {pvc['metadata']['name']}: {st.get('phase', '?')} {size}")
+        ctx.say(f"Volume {pvc['metadata']['name']}: {st.get('phase', '?')} {size}")
         if st.get("phase") == "Pending":
             for e in diagnose.events_for(events, pvc["metadata"]["name"])[-1:]:
-                say(f"  why: {e.get('message', '').strip()}")
+                ctx.say(f"  why: {e.get('message', '').strip()}")
     items = (builds or {}).get("items", [])
     if items:
         last = sorted(items, key=lambda b: b["metadata"].get("creationTimestamp", ""))[-1]
         st = last.get("status") or {}
-        say(f"Image build {last['metadata']['name']}: {st.get('phase', '?')}" + (f" ({st.get('message')})" if st.get("message") and st.get("phase") != "Complete" else ""))
+        ctx.say(f"Image build {last['metadata']['name']}: {st.get('phase', '?')}" + (f" ({st.get('message')})" if st.get("message") and st.get("phase") != "Complete" else ""))
     for dep in by_kind.get("Deployment", []):
         st = dep.get("status") or {}
-        say(f"Deployment {dep['metadata']['name']}: {int(st.get('readyReplicas') or 0)}/{(dep.get('spec') or {}).get('replicas', 1)} ready")
+        ctx.say(f"Deployment {dep['metadata']['name']}: {int(st.get('readyReplicas') or 0)}/{(dep.get('spec') or {}).get('replicas', 1)} ready")
     pods = by_kind.get("Pod", [])
     if pods:
-        say("Pods:")
+        ctx.say("Pods:")
         rows = [("NAME", "STATE", "RESTARTS", "AGE", "NODE")]
         for p in sorted(pods, key=lambda p: p["metadata"].get("creationTimestamp", "")):
             rows.append((p["metadata"]["name"], diagnose.phase(p), str(diagnose.restarts(p)),
                          _age(p["metadata"].get("creationTimestamp")), (p.get("spec") or {}).get("nodeName", "")))
         widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
         for r in rows:
-            say("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+            ctx.say("  " + "  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
         for p in pods:
-            for pr in diagnose.pod_problems(p, events, image=plan.image):
-                say(f"  {pr.pod}: {pr.summary}")
-                say(f"    next: {pr.hint}")
+            for pr in diagnose.pod_problems(p, events, image=blueprint.image):
+                ctx.say(f"  {pr.pod}: {pr.summary}")
+                ctx.say(f"    next: {pr.hint}")
     elif by_kind.get("Deployment"):
         failures = diagnose.creation_failures(events, _replicaset_names(events, ctx.name))
         if failures:
-            say(f"  no pods: {diagnose.quota_line(failures[-1]) or failures[-1]}")
+            ctx.say(f"  no pods: {diagnose.quota_line(failures[-1]) or failures[-1]}")
     jobs = by_kind.get("Job", [])
     if jobs:
         from .jobs import job_state
 
-        say(f"Jobs ({len(jobs)}; the 10 newest, all with {ctx.script('list-jobs.sh')}):")
+        ctx.say(f"Jobs ({len(jobs)}; the 10 newest, all with {ctx.script('list-jobs.sh')}):")
         for j in sorted(jobs, key=lambda j: j["metadata"]["name"])[-10:]:
-            say(f"  {j['metadata']['name']}  {job_state(j)}")
+            ctx.say(f"  {j['metadata']['name']}  {job_state(j)}")
     for r in by_kind.get("Route", []):
         host = (r.get("spec") or {}).get("host")
         if host:
-            say(f"URL: https://{host}{ctx.config.inference.endpoint}")
+            ctx.say(f"URL: https://{host}{ctx.config.inference.endpoint}")
     return 0

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import datetime as dt
 import json
 import math
@@ -11,7 +10,6 @@ import re
 import secrets
 import shlex
 import string
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,13 +17,14 @@ from typing import Any
 
 import yaml
 
+from ..blueprint import Blueprint
 from ..config import MAX_SWEEP_RUNS
-from ..errors import ConfigError, OcError, UserError
-from ..loader import apply_sets, dump_config, read_yaml
-from ..render import CONFIG_FILE, SCHEMA_FILE, render_files
+from ..errors import OcError, UserError
+from ..loader import apply_sets, read_yaml
+from ..render import CONFIG_FILE, JobSubmission, object_list, render_job
 from . import diagnose
-from .base import (ARGS_ANNOTATION, CONFIG_ANNOTATION, SETS_ANNOTATION, SUBMISSION_LABEL, SWEEP_LABEL, Ctx,
-                   poll_seconds, say, sleep, warn)
+from .base import (ARGS_ANNOTATION, CONFIG_ANNOTATION, SETS_ANNOTATION, SUBMISSION_LABEL, SWEEP_LABEL, Operation,
+                   poll_seconds, sleep, warn)
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 PARAMS_ANNOTATION = "mlshift.io/parameters"
@@ -61,7 +60,7 @@ class Run:
     params: dict[str, Any] | None = None  # the sweep's values, shown by compare
 
 
-def base_data(ctx: Ctx) -> dict[str, Any]:
+def base_data(ctx: Operation) -> dict[str, Any]:
     data = read_yaml(ctx.directory / CONFIG_FILE, label=f"{ctx.directory.name}/{CONFIG_FILE}")
     app = data.get("application")
     if isinstance(app, dict) and not app.get("name"):
@@ -72,94 +71,74 @@ def base_data(ctx: Ctx) -> dict[str, Any]:
 
 
 class JobFactory:
-    """Renders the Job once per distinct set of overrides, in memory; config.yaml is only read.
+    """Makes each Job of a submission from the Job template, in memory; config.yaml is only read.
 
-    Runs that differ only in their arguments (a sweep, seeds) share one rendering: their
-    command is made by the same Plan.command_for that the template uses.
+    The config (and its blueprint) is built once per distinct set of overrides. Each run then
+    fills templates/manifests/job.yaml.j2 in (:func:`~wizard.render.render_job`) with the
+    blueprint of its own config (which holds its arguments) and a :class:`JobSubmission` (its
+    name, labels and annotations): the same template as manifests/job.yaml, nothing patched.
     """
 
-    def __init__(self, ctx: Ctx):
+    def __init__(self, ctx: Operation):
         self.ctx = ctx
         self.data = base_data(ctx)
-        self._cache: dict[tuple[str, ...], tuple[dict[str, Any], Any]] = {}
+        self._blueprints: dict[tuple[str, ...], Blueprint] = {}
 
-    def template(self, sets: list[str]) -> tuple[dict[str, Any], Any]:
+    def blueprint(self, sets: list[str]) -> Blueprint:
+        """The blueprint of config.yaml with these --set overrides (checked: still this application, as jobs)."""
         from ..deployment import build_config
-        from ..plan import Plan
 
         key = tuple(sets)
-        if key in self._cache:
-            return self._cache[key]
+        if key in self._blueprints:
+            return self._blueprints[key]
         config = build_config(apply_sets(self.data, sets), source="--set" if sets else CONFIG_FILE)
         if config.name != self.ctx.name:
             raise UserError("application.name cannot change for one submission", hint="edit config.yaml and re-deploy instead")
         if config.application.execution.mode != "job":
             raise UserError(f"{self.ctx.name} does not run as jobs (execution.mode: {config.application.execution.mode})",
                             hint=f"use {self.ctx.script('deploy.sh')}, or set application.execution.mode: job in config.yaml")
-        files = render_files(config, self.ctx.directory.name)
-        job = yaml.safe_load(files["manifests/job.yaml"][0])
-        self._cache[key] = (job, Plan(config, self.ctx.directory.name))
-        return self._cache[key]
+        self._blueprints[key] = Blueprint(config, self.ctx.directory.name)
+        return self._blueprints[key]
 
-    def job(self, run: Run, sub_id: str, sweep_id: str | None) -> dict[str, Any]:
-        from ..plan import Plan
-
-        template, plan = self.template(run.sets)
-        job = copy.deepcopy(template)
-        config = plan.config
+    def submission(self, run: Run, sub_id: str, sweep_id: str | None) -> tuple[Blueprint, JobSubmission]:
+        """What the Job template is filled in with for this run: the blueprint of the run's own
+        config (its overrides, and its arguments when it has its own), and its own values."""
+        blueprint = self.blueprint(run.sets)
         if run.args is not None:
-            config = config.model_copy(deep=True)
+            config = blueprint.config.model_copy(deep=True)
             config.application.execution.arguments = list(run.args)
-            plan = Plan(config, self.ctx.directory.name)
-            container = job["spec"]["template"]["spec"]["containers"][0]
-            container["command"] = plan.command_for(list(run.args))
-        argv = plan.user_argv
-        config_text = dump_config(config, schema_ref=SCHEMA_FILE)
-        name = f"{self.ctx.name}-{sub_id}"
-        extra = {SUBMISSION_LABEL: sub_id}
+            blueprint = Blueprint(config, self.ctx.directory.name)
+        labels = {SUBMISSION_LABEL: sub_id}
         if sweep_id:
-            extra[SWEEP_LABEL] = sweep_id
-        meta = job["metadata"]
-        meta["name"] = name
-        meta.setdefault("labels", {}).update(extra)
-        notes = {ARGS_ANNOTATION: json.dumps(argv, ensure_ascii=False)}
+            labels[SWEEP_LABEL] = sweep_id
+        annotations = {ARGS_ANNOTATION: json.dumps(blueprint.user_argv, ensure_ascii=False)}
         if run.sets:
-            notes[SETS_ANNOTATION] = json.dumps(run.sets, ensure_ascii=False)
+            annotations[SETS_ANNOTATION] = json.dumps(run.sets, ensure_ascii=False)
         if run.params is not None:
-            notes[PARAMS_ANNOTATION] = json.dumps(run.params, ensure_ascii=False)
-        meta.setdefault("annotations", {}).update(notes)
-        pod = job["spec"]["template"]
-        pod.setdefault("metadata", {}).setdefault("labels", {}).update(extra)
-        # This run's config.yaml travels with its pods: the runtime and the application read it
-        # from /etc/mlshift/config.yaml, and it records exactly what the run was given.
-        pod["metadata"].setdefault("annotations", {})[CONFIG_ANNOTATION] = config_text
-        for vol in pod["spec"].get("volumes", []):
-            if vol.get("name") == "config":
-                vol.pop("configMap", None)
-                vol["downwardAPI"] = {"items": [{"path": "config.yaml",
-                                                  "fieldRef": {"fieldPath": f"metadata.annotations['{CONFIG_ANNOTATION}']"}}]}
-        return job
+            annotations[PARAMS_ANNOTATION] = json.dumps(run.params, ensure_ascii=False)
+        return blueprint, JobSubmission(name=f"{self.ctx.name}-{sub_id}", labels=labels, annotations=annotations,
+                                        config_annotation=CONFIG_ANNOTATION)
 
 
-def check_deployed(ctx: Ctx) -> None:
+def check_deployed(ctx: Operation) -> None:
     """The shared objects exist (one request): otherwise the pods would wait forever."""
-    plan = ctx.plan
-    wanted = [f"persistentvolumeclaim/{plan.workspace_claim}"]
-    if plan.build:
+    blueprint = ctx.blueprint
+    wanted = [f"persistentvolumeclaim/{blueprint.workspace_claim}"]
+    if blueprint.build:
         wanted.append(f"imagestreamtag/{ctx.name}:latest")
     ans = ctx.oc.call("get", [*wanted, "-o", "name", "--ignore-not-found"], what="check that the application is deployed")
     if ctx.dry_run:
         return
     found = {line.strip().split("/", 1)[-1] for line in ans.out.splitlines() if line.strip()}
-    if plan.workspace_claim not in found:
-        raise UserError(f"{ctx.name} is not deployed in {ctx.where} (no volume {plan.workspace_claim})",
+    if blueprint.workspace_claim not in found:
+        raise UserError(f"{ctx.name} is not deployed in {ctx.where} (no volume {blueprint.workspace_claim})",
                         hint=f"run {ctx.script('deploy.sh')} once first")
-    if plan.build and f"{ctx.name}:latest" not in found:
+    if blueprint.build and f"{ctx.name}:latest" not in found:
         raise UserError(f"the image {ctx.name}:latest has not been built in {ctx.where}",
                         hint=f"run {ctx.script('deploy.sh')} (it builds the image)")
 
 
-def submit_runs(ctx: Ctx, runs: list[Run], *, sweep_id: str | None = None) -> list[str]:
+def submit_runs(ctx: Operation, runs: list[Run], *, sweep_id: str | None = None) -> list[str]:
     """Create one Job per run in a single `oc create` of a List; returns the job names.
 
     The number of oc requests does not depend on len(runs): the session check, one lookup of
@@ -168,15 +147,13 @@ def submit_runs(ctx: Ctx, runs: list[Run], *, sweep_id: str | None = None) -> li
     if not runs:
         raise UserError("nothing to submit")
     factory = JobFactory(ctx)
-    ids = new_ids(len(runs))
-    jobs = [factory.job(run, i, sweep_id) for run, i in zip(runs, ids)]  # render before touching the cluster
+    submissions = [factory.submission(run, i, sweep_id) for run, i in zip(runs, new_ids(len(runs)))]
+    jobs = [render_job(blueprint, sub) for blueprint, sub in submissions]  # render before touching the cluster
     ctx.check_session()
     check_deployed(ctx)
-    body = {"apiVersion": "v1", "kind": "List", "items": jobs}
-    text = yaml.safe_dump(body, sort_keys=False, allow_unicode=True, width=2**31) if ctx.dry_run else json.dumps(body)
     what = "create the job" if len(jobs) == 1 else f"create the {len(jobs)} jobs"
-    ctx.oc.call("create", ["-f", "-", "-o", "name"], stdin=text, what=what, timeout=300)
-    return [j["metadata"]["name"] for j in jobs]
+    ctx.oc.call("create", ["-f", "-", "-o", "name"], stdin=object_list(jobs), what=what, timeout=300)
+    return [sub.name for _, sub in submissions]
 
 
 def read_batch(path: Path) -> list[Run]:
@@ -205,7 +182,7 @@ def read_batch(path: Path) -> list[Run]:
     return runs
 
 
-def submit(ctx: Ctx, args) -> int:
+def submit(ctx: Operation, args) -> int:
     sets = list(args.set or [])
     extra = list(args.arguments or [])
     replace = extra if (extra or args.no_arguments) else None
@@ -219,14 +196,14 @@ def submit(ctx: Ctx, args) -> int:
         return 0
     if len(names) == 1:
         sub = names[0][len(ctx.name) + 1:]
-        say(f"Submitted {names[0]}")
-        say(f"  follow it:  {ctx.script('watch-job.sh')} {sub}")
-        say(f"  its logs:   {ctx.script('logs.sh')} {sub} -f")
+        ctx.say(f"Submitted {names[0]}")
+        ctx.say(f"  follow it:  {ctx.script('watch-job.sh')} {sub}")
+        ctx.say(f"  its logs:   {ctx.script('logs.sh')} {sub} -f")
     else:
-        say(f"Submitted {len(names)} jobs:")
+        ctx.say(f"Submitted {len(names)} jobs:")
         for n in names:
-            say(f"  {n}")
-        say(f"  list them:  {ctx.script('list-jobs.sh')}")
+            ctx.say(f"  {n}")
+        ctx.say(f"  list them:  {ctx.script('list-jobs.sh')}")
     return 0
 
 
@@ -252,7 +229,7 @@ def job_state(job: dict[str, Any]) -> str:
     return "Pending"
 
 
-def job_name(ctx: Ctx, ident: str | None) -> str:
+def job_name(ctx: Operation, ident: str | None) -> str:
     """A job's full name from what the user typed: the name, the submission id, or nothing (newest)."""
     if ident and ident not in ("latest", "last"):
         return ident if ident.startswith(ctx.name + "-") else f"{ctx.name}-{ident}"
@@ -265,7 +242,7 @@ def job_name(ctx: Ctx, ident: str | None) -> str:
     return sorted(j["metadata"]["name"] for j in jobs)[-1]
 
 
-def get_job(ctx: Ctx, name: str) -> dict[str, Any]:
+def get_job(ctx: Operation, name: str) -> dict[str, Any]:
     try:
         return ctx.oc.get_json(["job", name], what=f"read job {name}")
     except OcError as exc:
@@ -275,17 +252,17 @@ def get_job(ctx: Ctx, name: str) -> dict[str, Any]:
         raise
 
 
-def job_logs_args(ctx: Ctx, name: str, follow: bool) -> list[str]:
-    if ctx.plan.multi_node:
+def job_logs_args(ctx: Operation, name: str, follow: bool) -> list[str]:
+    if ctx.blueprint.multi_node:
         n = ctx.config.deployment.num_nodes or 2
         args = ["-l", f"job-name={name}", "--prefix", f"--max-log-requests={n + 1}", "--tail=-1"]
     else:
         args = [f"job/{name}"]
-    args += ["-c", ctx.plan.container_name]
+    args += ["-c", ctx.blueprint.container_name]
     return args + (["-f"] if follow else [])
 
 
-def watch(ctx: Ctx, args) -> int:
+def watch(ctx: Operation, args) -> int:
     ctx.check_session()
     name = job_name(ctx, args.job)
     if ctx.dry_run:
@@ -298,7 +275,7 @@ def watch(ctx: Ctx, args) -> int:
         ctx.oc.note("then poll the job until it completes or fails:")
         ctx.oc.call("get", ["job", name, "-o", "json"])
         return 0
-    say(f"Watching {name} (Ctrl-C stops watching; the job goes on)")
+    ctx.say(f"Watching {name} (Ctrl-C stops watching; the job goes on)")
     start = time.monotonic()
     last = ""
     deadline = args.timeout
@@ -320,7 +297,7 @@ def watch(ctx: Ctx, args) -> int:
                 raise UserError(q or f"the job's pods cannot be created: {failures[-1]}",
                                 hint=f"free the quota or ask for less; delete this job with: oc delete job {name}")
         for p in pods:
-            for pr in diagnose.pod_problems(p, events, image=ctx.plan.image):
+            for pr in diagnose.pod_problems(p, events, image=ctx.blueprint.image):
                 if pr.fatal:
                     raise UserError(f"{pr.pod}: {pr.summary}", hint=f"{pr.hint}; delete this job with: oc delete job {name}")
                 detail = pr.summary
@@ -328,7 +305,7 @@ def watch(ctx: Ctx, args) -> int:
             else:
                 detail = f"{p['metadata']['name']} {diagnose.phase(p)}"
         if detail != last:
-            say(f"[{int(time.monotonic() - start):>4}s] {detail}")
+            ctx.say(f"[{int(time.monotonic() - start):>4}s] {detail}")
             last = detail
         if deadline and time.monotonic() - start > deadline:
             raise UserError(f"{name} has not started after {deadline}s: {detail}", hint="it keeps waiting on the cluster; watch again later")
@@ -347,7 +324,7 @@ def watch(ctx: Ctx, args) -> int:
         sleep(poll_seconds())
     took = _duration(job)
     if state == "Succeeded":
-        say(f"{name} succeeded{took}.")
+        ctx.say(f"{name} succeeded{took}.")
         return 0
     failed = condition(job, "Failed") or condition(job, "FailureTarget") or {}
     why = failed.get("message") or failed.get("reason") or "see its logs"
@@ -370,19 +347,19 @@ def _duration(job: dict[str, Any]) -> str:
 
 
 # --------------------------------------------------------------------------- jobs, logs
-def list_jobs(ctx: Ctx, sweep: str | None = None) -> list[dict[str, Any]]:
+def list_jobs(ctx: Operation, sweep: str | None = None) -> list[dict[str, Any]]:
     sel = ctx.selector("job") + (f",{SWEEP_LABEL}={sweep}" if sweep else "")
     return sorted(ctx.oc.get_json(["jobs", "-l", sel], what="list the jobs").get("items", []),
                   key=lambda j: j["metadata"]["name"])
 
 
-def jobs(ctx: Ctx, args) -> int:
+def jobs(ctx: Operation, args) -> int:
     ctx.check_session()
     items = list_jobs(ctx, args.sweep)
     if ctx.dry_run:
         return 0
     if not items:
-        say(f"No jobs of {ctx.name} in {ctx.where}" + (f" in sweep {args.sweep}" if args.sweep else "") + ".")
+        ctx.say(f"No jobs of {ctx.name} in {ctx.where}" + (f" in sweep {args.sweep}" if args.sweep else "") + ".")
         return 0
     rows = [("NAME", "STATE", "DURATION", "SWEEP", "ARGUMENTS")]
     for j in items:
@@ -396,11 +373,11 @@ def jobs(ctx: Ctx, args) -> int:
                      (meta.get("labels") or {}).get(SWEEP_LABEL, ""), shown[:60] + ("..." if len(shown) > 60 else "")))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        ctx.say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     return 0
 
 
-def logs(ctx: Ctx, args) -> int:
+def logs(ctx: Operation, args) -> int:
     ctx.check_session()
     opts = []
     if args.tail is not None:
@@ -409,7 +386,7 @@ def logs(ctx: Ctx, args) -> int:
         opts.append(f"--since={args.since}")
     if args.previous:
         opts.append("--previous")
-    if ctx.plan.is_job:
+    if ctx.blueprint.is_job:
         name = job_name(ctx, args.job)
         return ctx.oc.stream("logs", job_logs_args(ctx, name, args.follow) + opts, what=f"read the logs of {name}")
     if args.job:
@@ -423,7 +400,7 @@ def logs(ctx: Ctx, args) -> int:
             raise UserError(f"no pod of {ctx.name} in {ctx.where}", hint=f"deploy it with {ctx.script('deploy.sh')}")
         ready = [p for p in pods if diagnose.is_ready(p)] or pods
         pod = sorted(ready, key=lambda p: p["metadata"].get("creationTimestamp", ""))[-1]["metadata"]["name"]
-    return ctx.oc.stream("logs", [f"pod/{pod}", "-c", ctx.plan.container_name, *(["-f"] if args.follow else []), *opts],
+    return ctx.oc.stream("logs", [f"pod/{pod}", "-c", ctx.blueprint.container_name, *(["-f"] if args.follow else []), *opts],
                          what="read the logs")
 
 
@@ -468,7 +445,7 @@ def sweep_trials(parameters: dict[str, list[Any]], method: str, count: int | Non
     return [_combination(parameters, i) for i in indices]
 
 
-def sweep_runs(ctx: Ctx, max_runs: int | None, seed: int | None) -> list[Run]:
+def sweep_runs(ctx: Operation, max_runs: int | None, seed: int | None) -> list[Run]:
     sweep = ctx.config.experiment.sweep
     if sweep is None or not sweep.parameters:
         raise UserError("config.yaml has no experiment.sweep.parameters",
@@ -478,7 +455,7 @@ def sweep_runs(ctx: Ctx, max_runs: int | None, seed: int | None) -> list[Run]:
                         hint="use experiment.sweep.method: grid or random")
     if max_runs is not None and max_runs > MAX_SWEEP_RUNS:
         raise UserError(f"--max-runs: {max_runs:,} is more than the {MAX_SWEEP_RUNS:,} jobs one sweep may submit")
-    base = ctx.plan.user_argv
+    base = ctx.blueprint.user_argv
     runs = []
     for params in sweep_trials(sweep.parameters, sweep.method, max_runs or sweep.max_runs, seed):
         words = list(base)
@@ -489,7 +466,7 @@ def sweep_runs(ctx: Ctx, max_runs: int | None, seed: int | None) -> list[Run]:
     return runs
 
 
-def sweep(ctx: Ctx, args) -> int:
+def sweep(ctx: Operation, args) -> int:
     runs = sweep_runs(ctx, args.max_runs, args.seed)
     for r in runs:
         r.sets = list(args.set or [])
@@ -497,15 +474,15 @@ def sweep(ctx: Ctx, args) -> int:
     names = submit_runs(ctx, runs, sweep_id=sweep_id)
     if ctx.dry_run:
         return 0
-    say(f"Sweep {sweep_id}: submitted {len(names)} jobs")
+    ctx.say(f"Sweep {sweep_id}: submitted {len(names)} jobs")
     for n, r in zip(names, runs):
-        say(f"  {n}  " + " ".join(f"{k}={_word(v)}" for k, v in (r.params or {}).items()))
+        ctx.say(f"  {n}  " + " ".join(f"{k}={_word(v)}" for k, v in (r.params or {}).items()))
     par = ctx.config.experiment.parallelism
     if par < len(names):
-        say(f"note: all {len(names)} are submitted at once; the project's quota decides how many run together "
+        ctx.say(f"note: all {len(names)} are submitted at once; the project's quota decides how many run together "
             f"(experiment.parallelism {par} is not enforced yet)")
-    say(f"  list them:  {ctx.script('list-jobs.sh')} --sweep {sweep_id}")
-    say(f"  compare:    {ctx.script('compare-experiments.sh')} --sweep {sweep_id}")
+    ctx.say(f"  list them:  {ctx.script('list-jobs.sh')} --sweep {sweep_id}")
+    ctx.say(f"  compare:    {ctx.script('compare-experiments.sh')} --sweep {sweep_id}")
     return 0
 
 
@@ -520,13 +497,13 @@ def metric_value(text: str, metric: str) -> float | None:
         return None
 
 
-def compare(ctx: Ctx, args) -> int:
+def compare(ctx: Operation, args) -> int:
     ctx.check_session()
     sweep_id = args.sweep
     items = list_jobs(ctx, sweep_id)
     if ctx.dry_run:
         ctx.oc.note("then, for each job: its last log lines, for the metrics")
-        ctx.oc.call("logs", ["job/<each job>", "-c", ctx.plan.container_name, "--tail=500"])
+        ctx.oc.call("logs", ["job/<each job>", "-c", ctx.blueprint.container_name, "--tail=500"])
         return 0
     if not sweep_id:
         sweeps = sorted({(j["metadata"].get("labels") or {}).get(SWEEP_LABEL) for j in items} - {None})
@@ -534,7 +511,7 @@ def compare(ctx: Ctx, args) -> int:
             sweep_id = sweeps[-1]
             items = [j for j in items if (j["metadata"].get("labels") or {}).get(SWEEP_LABEL) == sweep_id]
     if not items:
-        say(f"No jobs of {ctx.name} to compare.")
+        ctx.say(f"No jobs of {ctx.name} to compare.")
         return 0
     cfg = ctx.config
     metrics = list(args.metric or []) or list(dict.fromkeys(
@@ -550,7 +527,7 @@ def compare(ctx: Ctx, args) -> int:
         params += [k for k in p if k not in params]
         values: dict[str, float | None] = {}
         if metrics:
-            ans = ctx.oc.call("logs", [f"job/{meta['name']}", "-c", ctx.plan.container_name, "--tail=500"], check=False)
+            ans = ctx.oc.call("logs", [f"job/{meta['name']}", "-c", ctx.blueprint.container_name, "--tail=500"], check=False)
             for m in metrics:
                 values[m] = metric_value(ans.out, m) if ans.ok else None
         rows_data.append((meta["name"], job_state(j), p, values))
@@ -558,14 +535,14 @@ def compare(ctx: Ctx, args) -> int:
         key = cfg.experiment.sweep.metric
         sign = -1 if cfg.experiment.sweep.goal == "maximize" else 1
         rows_data.sort(key=lambda r: (r[3].get(key) is None, sign * (r[3].get(key) or 0.0)))
-    say(f"Sweep {sweep_id}:" if sweep_id else f"Jobs of {ctx.name}:")
+    ctx.say(f"Sweep {sweep_id}:" if sweep_id else f"Jobs of {ctx.name}:")
     rows = [("NAME", "STATE", *params, *metrics)]
     for name, state, p, values in rows_data:
         rows.append((name, state, *(_word(p.get(k, "")) for k in params),
                      *("" if values.get(m) is None else f"{values[m]:g}" for m in metrics)))
     widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     for r in rows:
-        say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+        ctx.say("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
     if not metrics:
-        say("(set experiment.sweep.metric or monitoring.metrics, or pass --metric NAME, to read metrics from the logs)")
+        ctx.say("(set experiment.sweep.metric or monitoring.metrics, or pass --metric NAME, to read metrics from the logs)")
     return 0

@@ -11,15 +11,15 @@ from pathlib import Path
 
 from ..errors import UserError
 from ..paths import SOURCE_ROOT
-from .base import Ctx, say
+from .base import Operation
 
 
-def local_argv(ctx: Ctx, args) -> tuple[list[str], Path]:
+def local_argv(ctx: Operation, args) -> tuple[list[str], Path]:
     """(the command, its working directory) for running the application here."""
-    app, plan = ctx.config.application, ctx.plan
+    app, blueprint = ctx.config.application, ctx.blueprint
     config_path = str(ctx.directory / "config.yaml")
     extra = list(args.arguments or [])
-    user_args = extra if extra else plan.user_argv
+    user_args = extra if extra else blueprint.user_argv
     workspace = ctx.directory / "workspace"
     if not app.enabled:
         raise UserError("application.enabled is false: there is nothing to run")
@@ -39,12 +39,12 @@ def local_argv(ctx: Ctx, args) -> tuple[list[str], Path]:
     if not local_entry.is_file() and not args.dry_run:
         raise UserError(f"workspace/{entry} does not exist", hint="put your code in the deployment's workspace/ folder")
     python = args.python or "python3"
-    if plan.launcher == "torchrun":
-        return ["torchrun", "--nproc-per-node", str(max(1, plan.gpus)), str(local_entry), *user_args], workspace
+    if blueprint.launcher == "torchrun":
+        return ["torchrun", "--nproc-per-node", str(max(1, blueprint.gpus)), str(local_entry), *user_args], workspace
     return [python, str(local_entry), *user_args], workspace
 
 
-def run_local(ctx: Ctx, args) -> int:
+def run_local(ctx: Operation, args) -> int:
     cmd, cwd = local_argv(ctx, args)
     env = dict(os.environ)
     env.update({"MLSHIFT_APP": ctx.name, "MLSHIFT_CONFIG": str(ctx.directory / "config.yaml"), "PYTHONUNBUFFERED": "1"})
@@ -59,7 +59,7 @@ def run_local(ctx: Ctx, args) -> int:
         raise UserError(f"{cmd[0]} is not installed on this machine")
     if not cwd.is_dir():  # run-local only reads the deployment folder: it creates nothing in it
         raise UserError(f"{ctx.rel(cwd)}/ does not exist", hint="create it (python -m wizard render re-creates workspace/)")
-    say("Running here: " + shlex.join(cmd))
+    ctx.say("Running here: " + shlex.join(cmd))
     try:
         return subprocess.run(cmd, cwd=cwd, env=env).returncode
     except KeyboardInterrupt:

@@ -18,7 +18,7 @@ from typing import Any
 from ..errors import UserError
 from ..paths import SOURCE_ROOT, WORKSPACE_MOUNT
 from . import deploy as deploy_ops
-from .base import Ctx, say, warn
+from .base import Operation, warn
 from .oc import Answer, explain, first_line
 
 RUN_IN_DIR = 'cd "$1" || exit 1; shift; exec "$@"'  # the words are positional parameters: no user text is parsed
@@ -48,7 +48,7 @@ def pick_port(preferred: int) -> int:
 class Forward:
     """``oc port-forward`` in the background for as long as the with-block runs."""
 
-    def __init__(self, ctx: Ctx, pod: str, remote: int, local: int | None = None, wait: float = 30.0):
+    def __init__(self, ctx: Operation, pod: str, remote: int, local: int | None = None, wait: float = 30.0):
         self.ctx, self.pod, self.remote = ctx, pod, remote
         self.local = local if local is not None else (remote if ctx.dry_run else pick_port(remote))
         self.wait = wait
@@ -85,26 +85,26 @@ class Forward:
                 self.proc.kill()
 
 
-def server_pod(ctx: Ctx, purpose: str) -> str:
-    if not ctx.plan.serves:
+def server_pod(ctx: Operation, purpose: str) -> str:
+    if not ctx.blueprint.serves:
         raise UserError(f"{ctx.name} does not serve requests (inference.enabled is false or it runs as jobs)",
                         hint="set inference.enabled: true with execution.mode auto_start, and deploy")
     return ctx.ready_pod(purpose=purpose)
 
 
-def port_forward(ctx: Ctx, args) -> int:
-    remote = args.remote_port or (ctx.plan.port if ctx.config.inference.enabled else 8000)
+def port_forward(ctx: Operation, args) -> int:
+    remote = args.remote_port or (ctx.blueprint.port if ctx.config.inference.enabled else 8000)
     pod = ctx.ready_pod(purpose="forward a port to")
     local = remote if ctx.dry_run else pick_port(args.port or remote)
     if not ctx.dry_run:
-        say(f"Forwarding http://127.0.0.1:{local} -> {pod}:{remote} (Ctrl-C stops)")
-        if ctx.plan.serves:
-            say(f"  try: curl http://127.0.0.1:{local}{ctx.config.inference.health_check}   or   {ctx.script('test-inference.sh')} --url http://127.0.0.1:{local}")
+        ctx.say(f"Forwarding http://127.0.0.1:{local} -> {pod}:{remote} (Ctrl-C stops)")
+        if ctx.blueprint.serves:
+            ctx.say(f"  try: curl http://127.0.0.1:{local}{ctx.config.inference.health_check}   or   {ctx.script('test-inference.sh')} --url http://127.0.0.1:{local}")
     return ctx.oc.interactive("port-forward", [f"pod/{pod}", f"{local}:{remote}"])
 
 
 # --------------------------------------------------------------------------- requests
-def api_key(ctx: Ctx) -> str | None:
+def api_key(ctx: Operation) -> str | None:
     """The bearer key from the Secret, read into memory only (never written anywhere)."""
     secret = ctx.config.inference.api_key_secret
     if not secret:
@@ -148,7 +148,7 @@ def http(method: str, url: str, body: Any = None, *, key: str | None, timeout: f
         return raw.decode("utf-8", "replace"), elapsed
 
 
-def model_name(ctx: Ctx, base: str, key: str | None, timeout: float) -> str | None:
+def model_name(ctx: Operation, base: str, key: str | None, timeout: float) -> str | None:
     inf = ctx.config.inference
     if inf.served_model_name or inf.model:
         return inf.served_model_name or inf.model
@@ -188,7 +188,7 @@ def answer_text(reply: Any) -> str:
     return json.dumps(reply)[:500]
 
 
-def base_url(ctx: Ctx, args) -> str | None:
+def base_url(ctx: Operation, args) -> str | None:
     if args.url:
         return args.url.rstrip("/")
     if args.route:
@@ -199,7 +199,7 @@ def base_url(ctx: Ctx, args) -> str | None:
     return None
 
 
-def test_inference(ctx: Ctx, args) -> int:
+def test_inference(ctx: Operation, args) -> int:
     if not ctx.dry_run and not args.url:
         ctx.check_session()
     key = api_key(ctx) if not args.url or ctx.config.inference.api_key_secret else None
@@ -208,32 +208,32 @@ def test_inference(ctx: Ctx, args) -> int:
     if url:
         return _one_request(ctx, url, endpoint, key, args)
     pod = server_pod(ctx, "send a request to")
-    with Forward(ctx, pod, ctx.plan.port) as fwd:
+    with Forward(ctx, pod, ctx.blueprint.port) as fwd:
         if ctx.dry_run:
             ctx.oc.note(f"then: POST {fwd.url}{endpoint} ({'chat' if 'chat' in endpoint else 'completion'} request)")
             return 0
-        say(f"Through a port-forward to {pod}:")
+        ctx.say(f"Through a port-forward to {pod}:")
         return _one_request(ctx, fwd.url, endpoint, key, args)
 
 
-def _one_request(ctx: Ctx, base: str, endpoint: str, key: str | None, args) -> int:
+def _one_request(ctx: Operation, base: str, endpoint: str, key: str | None, args) -> int:
     if ctx.dry_run:
         ctx.oc.note(f"then: POST {base}{endpoint}")
         return 0
     model = model_name(ctx, base, key, args.timeout)
     body = request_body(endpoint, model, args.prompt, args.max_tokens)
-    say(f"POST {base}{endpoint}" + (f" (model {model})" if model else ""))
-    say(f"prompt: {args.prompt}")
+    ctx.say(f"POST {base}{endpoint}" + (f" (model {model})" if model else ""))
+    ctx.say(f"prompt: {args.prompt}")
     reply, elapsed = http("POST", base + endpoint, body, key=key, timeout=args.timeout)
-    say(f"answer: {answer_text(reply).strip()}")
+    ctx.say(f"answer: {answer_text(reply).strip()}")
     usage = reply.get("usage") if isinstance(reply, dict) else None
     tokens = (usage or {}).get("completion_tokens")
     rate = f", {tokens} tokens, {tokens / elapsed:.1f} tokens/s" if tokens and elapsed > 0 else ""
-    say(f"latency: {elapsed * 1000:.0f} ms{rate}")
+    ctx.say(f"latency: {elapsed * 1000:.0f} ms{rate}")
     return 0
 
 
-def bench(ctx: Ctx, args) -> int:
+def bench(ctx: Operation, args) -> int:
     if not ctx.dry_run and not args.url:
         ctx.check_session()
     key = api_key(ctx)
@@ -265,7 +265,7 @@ def bench(ctx: Ctx, args) -> int:
     if url:
         return run(url)
     pod = server_pod(ctx, "benchmark")
-    with Forward(ctx, pod, ctx.plan.port) as fwd:
+    with Forward(ctx, pod, ctx.blueprint.port) as fwd:
         return run(fwd.url)
 
 
@@ -274,27 +274,27 @@ def _tty_flags() -> list[str]:
     return ["-i", "-t"] if sys.stdin.isatty() and sys.stdout.isatty() else ["-i"]
 
 
-def exec_(ctx: Ctx, args) -> int:
+def exec_(ctx: Operation, args) -> int:
     pod = ctx.ready_pod(purpose="open a shell in")
     command = list(args.command or [])
     if not command:
-        return ctx.oc.interactive("rsh", ["-c", ctx.plan.container_name, f"pod/{pod}"])
-    return ctx.oc.interactive("exec", [*_tty_flags(), f"pod/{pod}", "-c", ctx.plan.container_name, "--", *command])
+        return ctx.oc.interactive("rsh", ["-c", ctx.blueprint.container_name, f"pod/{pod}"])
+    return ctx.oc.interactive("exec", [*_tty_flags(), f"pod/{pod}", "-c", ctx.blueprint.container_name, "--", *command])
 
 
-def run_app(ctx: Ctx, args) -> int:
+def run_app(ctx: Operation, args) -> int:
     app = ctx.config.application
     if not app.enabled:
         raise UserError("application.enabled is false: there is no application to run", hint="use shell.sh to work in the pod")
-    if ctx.plan.is_job:
+    if ctx.blueprint.is_job:
         raise UserError(f"{ctx.name} runs as jobs", hint=f"submit one with {ctx.script('submit-job.sh')}")
     extra = list(args.arguments or [])
-    argv = ctx.plan.app_argv(extra if extra else None)
+    argv = ctx.blueprint.app_argv(extra if extra else None)
     pod = ctx.ready_pod(purpose="run the application in")
     if not ctx.dry_run:
-        say(f"Running in {pod}:{ctx.plan.working_dir}: " + " ".join(argv))
-    return ctx.oc.interactive("exec", [*_tty_flags(), f"pod/{pod}", "-c", ctx.plan.container_name, "--",
-                                       "/bin/sh", "-c", RUN_IN_DIR, "mlshift-run", ctx.plan.working_dir, *argv])
+        ctx.say(f"Running in {pod}:{ctx.blueprint.working_dir}: " + " ".join(argv))
+    return ctx.oc.interactive("exec", [*_tty_flags(), f"pod/{pod}", "-c", ctx.blueprint.container_name, "--",
+                                       "/bin/sh", "-c", RUN_IN_DIR, "mlshift-run", ctx.blueprint.working_dir, *argv])
 
 
 # --------------------------------------------------------------------------- jupyter, vscode
@@ -311,37 +311,37 @@ CODE_SERVER = ('export PATH="/tmp/code-server/bin:$PATH"; command -v code-server
                'tail -n 20 /tmp/code-server.log; exit 1')
 
 
-def _tool_in_pod(ctx: Ctx, args, *, what: str, script: str, extra: list[str], path: str) -> int:
+def _tool_in_pod(ctx: Operation, args, *, what: str, script: str, extra: list[str], path: str) -> int:
     pod = ctx.ready_pod(purpose=f"start {what} in")
     remote = args.port
-    say(f"Starting {what} in {pod} (installing it there first if needed)...") if not ctx.dry_run else None
-    ans = ctx.oc.call("exec", [f"pod/{pod}", "-c", ctx.plan.container_name, "--", "/bin/sh", "-c", script,
+    ctx.say(f"Starting {what} in {pod} (installing it there first if needed)...") if not ctx.dry_run else None
+    ans = ctx.oc.call("exec", [f"pod/{pod}", "-c", ctx.blueprint.container_name, "--", "/bin/sh", "-c", script,
                                "mlshift-" + what.split()[0].lower(), str(remote), *extra], check=False, timeout=900)
     if not ans.ok:
         raise UserError(f"{what} did not start in {pod}: {first_line(ans.out + ans.err) or 'exit ' + str(ans.returncode)}",
                         hint="the pod needs network access to install it, or an image that has it")
     local = remote if ctx.dry_run else pick_port(remote)
     if not ctx.dry_run:
-        say(f"Open http://127.0.0.1:{local}{path}   (Ctrl-C stops the forward; {what} keeps running in the pod)")
+        ctx.say(f"Open http://127.0.0.1:{local}{path}   (Ctrl-C stops the forward; {what} keeps running in the pod)")
     return ctx.oc.interactive("port-forward", [f"pod/{pod}", f"{local}:{remote}"])
 
 
-def jupyter(ctx: Ctx, args) -> int:
+def jupyter(ctx: Operation, args) -> int:
     token = "<token>" if ctx.dry_run else secrets.token_urlsafe(24)
-    root = ctx.plan.working_dir if ctx.plan.working_dir.startswith(WORKSPACE_MOUNT) else WORKSPACE_MOUNT
+    root = ctx.blueprint.working_dir if ctx.blueprint.working_dir.startswith(WORKSPACE_MOUNT) else WORKSPACE_MOUNT
     return _tool_in_pod(ctx, args, what="Jupyter Lab", script=JUPYTER, extra=[token, root], path=f"/lab?token={token}")
 
 
-def vscode(ctx: Ctx, args) -> int:
-    return _tool_in_pod(ctx, args, what="VS Code (code-server)", script=CODE_SERVER, extra=[ctx.plan.working_dir], path="/")
+def vscode(ctx: Operation, args) -> int:
+    return _tool_in_pod(ctx, args, what="VS Code (code-server)", script=CODE_SERVER, extra=[ctx.blueprint.working_dir], path="/")
 
 
 # --------------------------------------------------------------------------- sync
-def sync(ctx: Ctx, args) -> int:
+def sync(ctx: Operation, args) -> int:
     ctx.check_session()
-    plan = ctx.plan
+    blueprint = ctx.blueprint
     pod = None
-    if not plan.is_job:
+    if not blueprint.is_job:
         if ctx.dry_run:
             ctx.oc.call("get", ["pods", "-l", ctx.selector(), "-o", "json"])
         else:
@@ -353,16 +353,16 @@ def sync(ctx: Ctx, args) -> int:
         local = Path(args.local) if args.local else ctx.directory / "workspace"
         if not local.is_dir():
             raise UserError(f"{local} is not a folder")
-        remote = args.remote or plan.working_dir
+        remote = args.remote or blueprint.working_dir
         deploy_ops.copy_to_volume(ctx, pod, local, remote)
         if not ctx.dry_run:
-            say(f"Uploaded {ctx.rel(local)}/ to {remote}")
+            ctx.say(f"Uploaded {ctx.rel(local)}/ to {remote}")
         return 0
-    remote = args.remote or f"{plan.working_dir}/results"
+    remote = args.remote or f"{blueprint.working_dir}/results"
     local = Path(args.local) if args.local else ctx.directory
     if not ctx.dry_run:
         local.mkdir(parents=True, exist_ok=True)
     deploy_ops.copy_from_volume(ctx, pod, remote, local)
     if not ctx.dry_run:
-        say(f"Downloaded {remote} into {ctx.rel(local) if local != ctx.directory else ctx.directory.name + '/'}")
+        ctx.say(f"Downloaded {remote} into {ctx.rel(local) if local != ctx.directory else ctx.directory.name + '/'}")
     return 0

@@ -1,8 +1,13 @@
-"""Everything the templates show, decided here: names, labels, commands, env, probes, volumes.
+"""What a config turns into on the cluster, as facts: names, labels, conditions and computed values.
 
-Templates only format these values. User text reaches a manifest through ``tojson`` and a
-container's arguments as list items, never through a shell; ``$`` is doubled in user
-arguments so that Kubernetes' ``$(VAR)`` expansion leaves them byte for byte.
+A :class:`Blueprint` is what the manifest templates (``templates/manifests/``) are filled in
+with. The templates spell every object out, field by field; what they take from here are the
+names (the claim, the ConfigMap, the Services), the conditions (serves? a job? GPUs?), and the
+values worked out from the config: the command, the environment, the resources, the probes.
+
+User text reaches a manifest through the ``to_yaml``/``block`` filters and a container's
+arguments as list items, never through a shell; ``$`` is doubled in user arguments so that
+Kubernetes' ``$(VAR)`` expansion leaves them byte for byte.
 """
 
 from __future__ import annotations
@@ -34,16 +39,32 @@ IDLE_COMMAND = [
 REQUIREMENTS_WRAPPER = 'if [ -n "$1" ]; then python3 -m pip install --quiet --user -r "$1" || exit 1; fi; shift; exec "$@"'
 
 
+# The pod's and the container's security context, as templates/manifests/_pod.yaml.j2 spells
+# them out for the application's pods; the short-lived sync pod (ops/deploy.py) uses these.
+POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+CONTAINER_SECURITY_CONTEXT = {
+    "allowPrivilegeEscalation": False,
+    "capabilities": {"drop": ["ALL"]},
+    "runAsNonRoot": True,
+    "seccompProfile": {"type": "RuntimeDefault"},
+}
+
+
 def k8s_escape(word: str) -> str:
     """Keep a word as it is through Kubernetes' $(VAR) expansion of command and args."""
     return word.replace("$", "$$")
 
 
 @dataclass
-class Plan:
+class Blueprint:
+    """The facts one config turns into on the cluster; the manifest templates are filled in with them."""
+
     config: Config
-    deployment: str  # the deployment's folder name
+    folder: str  # the name of the deployment's folder (deployments/<folder>/)
     profile: ClusterProfile = field(init=False)
+
+    workspace_mount = WORKSPACE_MOUNT  # where the workspace volume is mounted in the container
+    config_mount = CONFIG_MOUNT  # where config.yaml is mounted (CONFIG_PATH_IN_POD)
 
     def __post_init__(self) -> None:
         self.profile = profile(self.config.deployment.cluster)
@@ -243,9 +264,10 @@ class Plan:
         return [t.model_dump(exclude_none=True) for t in self.profile.gpu_tolerations]
 
     @property
-    def node_selector(self) -> dict[str, str]:
+    def gpu_product(self) -> str | None:
+        """The GPU model the pods are placed on (nodeSelector nvidia.com/gpu.product), if any."""
         product = self.config.resources.gpu_product or self.profile.gpu_product
-        return {"nvidia.com/gpu.product": product} if (product and self.gpus) else {}
+        return product if (product and self.gpus) else None
 
     @property
     def storage_class(self) -> str | None:
@@ -329,64 +351,34 @@ class Plan:
             out.append({"name": cfg.inference.api_key_secret, "key": "api-key", "purpose": "bearer key clients must send", "required": "yes"})
         return out
 
-    # ------------------------------------------------------------------ volumes
-    @property
-    def volumes(self) -> list[dict[str, Any]]:
-        vols: list[dict[str, Any]] = [
-            {"name": "workspace", "persistentVolumeClaim": {"claimName": self.workspace_claim}},
-            {"name": "config", "configMap": {"name": self.config_map}},
-            {"name": "tmp", "emptyDir": {}},
-        ]
-        if self.gpus:
-            vols.append({"name": "dshm", "emptyDir": {"medium": "Memory", "sizeLimit": self.config.resources.shm_size}})
-        return vols
-
-    @property
-    def volume_mounts(self) -> list[dict[str, Any]]:
-        mounts: list[dict[str, Any]] = [
-            {"name": "workspace", "mountPath": WORKSPACE_MOUNT},
-            {"name": "config", "mountPath": CONFIG_MOUNT, "readOnly": True},
-            {"name": "tmp", "mountPath": "/tmp"},
-        ]
-        if self.gpus:
-            mounts.append({"name": "dshm", "mountPath": "/dev/shm"})
-        return mounts
-
-    # ------------------------------------------------------------------ security
-    pod_security_context = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
-    container_security_context = {
-        "allowPrivilegeEscalation": False,
-        "capabilities": {"drop": ["ALL"]},
-        "runAsNonRoot": True,
-        "seccompProfile": {"type": "RuntimeDefault"},
-    }
-
     # ------------------------------------------------------------------ serving
     @property
     def port(self) -> int:
         return self.config.inference.port
 
     @property
-    def ports(self) -> list[dict[str, Any]]:
-        if not self.config.inference.enabled:
-            return []
-        return [{"name": "http", "containerPort": self.port, "protocol": "TCP"}]
+    def http_port(self) -> int | None:
+        """The container's port named ``http``, when it listens (not in a job's pods)."""
+        return self.port if (self.config.inference.enabled and not self.is_job) else None
 
     @property
     def probes(self) -> dict[str, dict[str, Any]]:
-        """Startup covers the model load; liveness and readiness only start after it."""
+        """The bodies of the startup, readiness and liveness probes; none when nothing serves.
+
+        Startup covers the model load; liveness and readiness only start after it.
+        """
         if not self.serves or self.mode == "manual" or not self.config.application.enabled:
             return {}
         inf = self.config.inference
         period = 10
         return {
-            "startupProbe": {"httpGet": {"path": inf.health_check, "port": "http"},
-                             "periodSeconds": period, "timeoutSeconds": 5,
-                             "failureThreshold": math.ceil(inf.startup_timeout / period)},
-            "readinessProbe": {"httpGet": {"path": inf.readiness_check or inf.health_check, "port": "http"},
-                               "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": 3},
-            "livenessProbe": {"httpGet": {"path": inf.health_check, "port": "http"},
-                              "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
+            "startup": {"httpGet": {"path": inf.health_check, "port": "http"},
+                        "periodSeconds": period, "timeoutSeconds": 5,
+                        "failureThreshold": math.ceil(inf.startup_timeout / period)},
+            "readiness": {"httpGet": {"path": inf.readiness_check or inf.health_check, "port": "http"},
+                          "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": 3},
+            "liveness": {"httpGet": {"path": inf.health_check, "port": "http"},
+                         "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
         }
 
     @property
@@ -414,40 +406,6 @@ class Plan:
     @property
     def job_ttl_seconds(self) -> int:
         return 7 * 24 * 3600
-
-    # ------------------------------------------------------------------ the pod, whole
-    def pod_spec(self, *, restart_policy: str, command: list[str] | None = None, subdomain: str | None = None) -> dict[str, Any]:
-        container: dict[str, Any] = {
-            "name": self.container_name,
-            "image": self.image,
-            "imagePullPolicy": self.config.image.pull_policy,
-            "command": command if command is not None else self.container_command,
-            "workingDir": self.working_dir,
-            "env": self.env,
-            "resources": self.resources,
-            "volumeMounts": self.volume_mounts,
-            "securityContext": self.container_security_context,
-        }
-        if self.ports and self.mode != "job":
-            container["ports"] = self.ports
-        if restart_policy == "Always":
-            container.update(self.probes)
-        spec: dict[str, Any] = {
-            "restartPolicy": restart_policy,
-            "enableServiceLinks": False,  # a Service named like an env prefix (vllm -> VLLM_PORT) breaks servers
-            "automountServiceAccountToken": False,
-            "securityContext": self.pod_security_context,
-            "terminationGracePeriodSeconds": 30,
-            "containers": [container],
-            "volumes": self.volumes,
-        }
-        if subdomain:
-            spec["subdomain"] = subdomain
-        if self.tolerations:
-            spec["tolerations"] = self.tolerations
-        if self.node_selector:
-            spec["nodeSelector"] = self.node_selector
-        return spec
 
     # ------------------------------------------------------------------ what gets rendered
     @property
