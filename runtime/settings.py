@@ -122,6 +122,9 @@ class EngineSettings(BaseModel):
     enable_prefix_caching: Annotated[bool | None, BOTH, Vllm("enable_prefix_caching")] = Field(
         None, description="vLLM prefix caching; default vLLM's."
     )
+    enforce_eager: Annotated[bool | None, BOTH, Vllm("enforce_eager")] = Field(
+        None, description="vLLM without CUDA graphs: less GPU memory and start-up time, slower decoding; default vLLM's."
+    )
     trust_remote_code: Annotated[bool, BOTH, Vllm("trust_remote_code")] = Field(
         False, description="Run the model repository's own code."
     )

@@ -39,6 +39,21 @@ def test_prefix_caching_off_is_explicit() -> None:
     assert "--no-enable-prefix-caching" in server_args(ServeSettings(model="m", enable_prefix_caching=False))
 
 
+@pytest.mark.parametrize(("value", "flag", "kwargs"), [
+    (None, [], {}), (True, ["--enforce-eager"], {"enforce_eager": True}), (False, ["--no-enforce-eager"], {"enforce_eager": False}),
+])
+def test_a_setting_declared_once_reaches_the_flag_the_server_and_llm(value: bool | None, flag: list[str], kwargs: dict) -> None:
+    """enforce_eager is one field in runtime/settings.py: config key, runtime flag, vLLM argument."""
+    from runtime.cli import build_parser, serve_settings
+    from runtime.settings import RuntimeConfig
+
+    argv = {None: [], True: ["--enforce-eager"], False: ["--no-enforce-eager"]}[value]
+    s = serve_settings(build_parser().parse_args(["serve", "--model", "m", *argv]), RuntimeConfig())
+    assert s.enforce_eager is value
+    assert server_args(s)[8:] == flag
+    assert {k: v for k, v in llm_kwargs(s).items() if k == "enforce_eager"} == kwargs
+
+
 def test_api_key_goes_through_the_environment_never_the_command_line() -> None:
     command = server_command(FULL, python="python")
     assert command[:3] == ["python", "-m", "vllm.entrypoints.openai.api_server"]
