@@ -9,55 +9,26 @@ import json
 import logging
 import os
 import sys
+import typing
 from pathlib import Path
 from typing import Any
 
 from runtime.errors import RuntimeFailure, UsageError
+from pydantic import BaseModel
+
 from runtime.settings import (
     API_KEY_ENV,
     BatchSettings,
+    Flag,
     RuntimeConfig,
     ServeSettings,
     api_key_from_env,
+    checked,
     load_deployment_config,
+    marks,
 )
 
-ENGINES = ("vllm", "transformers")
 RUNTIME_HINT = "pip install 'mlshift[runtime]'"
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number above 0")
-    return value
-
-
-def _fraction(text: str) -> float:
-    value = _positive_float(text)
-    if value > 1:
-        raise argparse.ArgumentTypeError(f"{value:g} must be at most 1 (a share of the memory)")
-    return value
-
-
-def _port(text: str) -> int:
-    value = _positive(text)
-    if value > 65535:
-        raise argparse.ArgumentTypeError(f"{value} is not a port (1-65535)")
-    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -65,41 +36,52 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message}\n")
 
 
+def _choices(annotation: Any) -> tuple[Any, ...] | None:
+    for member in (annotation, *typing.get_args(annotation)):
+        if typing.get_origin(member) is typing.Literal:
+            return typing.get_args(member)
+    return None
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, model: type[BaseModel], command: str) -> None:
+    """One flag per setting of ``model`` marked for ``command``, its help from the description.
+
+    Values stay text here; the settings model checks them (:func:`settings_from`), so a flag and
+    the same key in config.yaml have one rule and one message.
+    """
+    for name, field in model.model_fields.items():
+        flag = marks(field, Flag)
+        if flag is None or command not in flag.commands:
+            continue
+        option = "--" + name.replace("_", "-")
+        help_text = (field.description or "").rstrip(".")
+        default = field.get_default(call_default_factory=True)
+        if default not in (None, "", []) and not isinstance(default, bool):
+            help_text += f" (default {default})"
+        types = set(typing.get_args(field.annotation)) | {field.annotation}
+        if bool in types:
+            parser.add_argument(option, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
+        elif (allowed := _choices(field.annotation)) is not None:
+            parser.add_argument(option, dest=name, choices=allowed, help=help_text)
+        else:
+            parser.add_argument(option, dest=name, metavar=flag.metavar or name.upper(), help=help_text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="python -m runtime", description="Serve, batch and benchmark models (OpenAI-compatible).")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
-    def common(p: argparse.ArgumentParser) -> None:
+    def common(p: argparse.ArgumentParser, command: str) -> None:
         p.add_argument("--config", type=Path, help="a deployment's config.yaml; flags override its values")
-        p.add_argument("--engine", choices=ENGINES, help="vllm (GPU, vLLM's own server) or transformers (our server)")
-        p.add_argument("--model", help="model path or hub id")
-        p.add_argument("--max-batch-size", type=_positive, help="most sequences in one batch (default: the engine's; probed on GPUs)")
-        p.add_argument("--max-model-len", type=_positive, help="context length (default: the model's)")
-        p.add_argument("--dtype", choices=("auto", "float16", "bfloat16", "float32"), help="weights' precision (auto: half on GPUs)")
-        p.add_argument("--gpu-memory-utilization", type=_fraction, help="share of the GPU's memory this process may use (default 0.9)")
-        p.add_argument("--trust-remote-code", action="store_true", default=None, help="run the model repository's own code")
-        p.add_argument("--no-direct-decode", dest="direct_decode", action="store_false", default=None,
-                       help="transformers engine: decode through transformers' modules even for Llama-family models")
+        add_setting_flags(p, ServeSettings, command)
         p.add_argument("--log-level", default="info", choices=("debug", "info", "warning", "error"))
 
     serve = sub.add_parser("serve", help="run an OpenAI-compatible server")
-    common(serve)
-    serve.add_argument("--host", help="address to listen on (default 0.0.0.0)")
-    serve.add_argument("--port", type=_port, help="port (default 8000)")
-    serve.add_argument("--served-model-name", help="the name clients ask for (default: --model)")
-    serve.add_argument("--max-queue", type=_positive, help="requests waiting beyond the batch before 429 (default 256)")
-    serve.add_argument("--max-wait-ms", type=float, help="how long an idle server waits to fill a batch (default 5)")
-    serve.add_argument("--request-timeout", type=_positive_float, help="seconds one request may take (default 600)")
-    serve.add_argument("--header-timeout", type=_positive_float, help="seconds a client has to send a request's headers (default 10)")
-    serve.add_argument("--body-timeout", type=_positive_float, help="longest silence while a request body arrives, in seconds (default 30)")
+    common(serve, "serve")
 
     batch = sub.add_parser("batch", help="generate for every line of a JSON Lines file, resumably")
-    common(batch)
-    batch.add_argument("--input", help="JSON Lines file (or folder of them) with id and prompt or messages")
-    batch.add_argument("--output", help="JSON Lines output; running again resumes")
-    batch.add_argument("--max-tokens", type=_positive, help="tokens to generate per record (default 256)")
-    batch.add_argument("--temperature", type=float, help="0 for greedy (default)")
-    batch.add_argument("--batch-size", type=_positive, help="sequences per batch (transformers engine; default 64 on CPU)")
+    common(batch, "batch")
+    add_setting_flags(batch, BatchSettings, "batch")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     batch.add_argument("--retry-errors", action="store_true", help="generate again the records that have an error row in --output")
 
@@ -123,24 +105,58 @@ def _base_config(args: argparse.Namespace) -> RuntimeConfig:
     return load_deployment_config(args.config) if getattr(args, "config", None) else RuntimeConfig()
 
 
+def _given(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
+    """The flags of ``model``'s settings that were given on the command line."""
+    return {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+
+
+def _flag_error(exc: UsageError, given: dict[str, Any]) -> UsageError:
+    """A settings error about a flag names the flag, not the key."""
+    key = str(exc).split(" ", 1)[0].split(":", 1)[0]
+    if key in given:
+        return UsageError("--" + key.replace("_", "-") + str(exc)[len(key):])
+    return exc
+
+
 def serve_settings(args: argparse.Namespace, base: RuntimeConfig) -> ServeSettings:
-    s = base.serve.with_overrides(
-        engine=args.engine, model=args.model, max_batch_size=args.max_batch_size, max_model_len=args.max_model_len,
-        dtype=args.dtype, trust_remote_code=args.trust_remote_code, gpu_memory_utilization=args.gpu_memory_utilization,
-        direct_decode=args.direct_decode,
-        host=getattr(args, "host", None), port=getattr(args, "port", None),
-        served_model_name=getattr(args, "served_model_name", None), max_queue=getattr(args, "max_queue", None),
-        max_wait_ms=getattr(args, "max_wait_ms", None), request_timeout=getattr(args, "request_timeout", None),
-        header_timeout=getattr(args, "header_timeout", None), body_timeout=getattr(args, "body_timeout", None),
-    )
-    s = s.with_overrides(api_key=api_key_from_env())
+    given = _given(args, ServeSettings)
+    try:
+        s = checked(ServeSettings, {**base.serve.model_dump(), **given, "api_key": api_key_from_env()})
+    except UsageError as exc:
+        raise _flag_error(exc, given) from None
     if not s.model:
         raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
     if s.model.startswith(("/", "./", "../", "~")) and not Path(s.model).expanduser().exists():
         raise UsageError(f"model path {s.model} does not exist")
-    if s.max_wait_ms < 0:
-        raise UsageError("--max-wait-ms must be 0 or more")
     return s
+
+
+def batch_settings(args: argparse.Namespace, base: RuntimeConfig) -> BatchSettings:
+    given = _given(args, BatchSettings)
+    try:
+        return checked(BatchSettings, {**base.batch.model_dump(), **given})
+    except UsageError as exc:
+        raise _flag_error(exc, given) from None
+
+
+def _positive(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number above 0")
+    return value
 
 
 def _need_runtime_extra() -> None:
@@ -183,15 +199,10 @@ def cmd_serve(args: argparse.Namespace) -> int:
 def cmd_batch(args: argparse.Namespace) -> int:
     base = _base_config(args)
     s = serve_settings(args, base)
-    b: BatchSettings = base.batch
-    input_path = args.input or (b.input if args.config else None)
-    output_path = args.output or (b.output if args.config else None)
-    if not input_path or not output_path:
+    b = batch_settings(args, base)
+    if not b.input or not b.output:
         raise UsageError("batch needs --input and --output (or a --config with batch.input and batch.output)")
-    max_tokens = args.max_tokens or b.max_tokens
-    temperature = b.temperature if args.temperature is None else args.temperature
-    if not 0 <= temperature <= 2:
-        raise UsageError("--temperature must be between 0 and 2")
+    input_path, output_path, max_tokens, temperature = b.input, b.output, b.max_tokens, b.temperature
 
     from runtime.batch import log_to_tracker, prepare, run_batch, transformers_backend, vllm_backend
 
@@ -214,7 +225,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
             engine.load()
             if engine.task != "generate":
                 raise UsageError(f"{s.model} is an encoder; batch generation needs a generative model")
-            size = args.batch_size or s.max_batch_size or (engine.max_batch_size if engine.device.type == "cuda" else 64)
+            size = b.batch_size or s.max_batch_size or (engine.max_batch_size if engine.device.type == "cuda" else 64)
             backend = transformers_backend(engine, size)
         summary = run_batch(
             backend, Path(input_path), Path(output_path), max_tokens=max_tokens, temperature=temperature,

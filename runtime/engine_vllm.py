@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from typing import Any, NoReturn
 
 from runtime.errors import UsageError
-from runtime.settings import ServeSettings
+from runtime.settings import EngineSettings, ServeSettings, Vllm, marks
 
 INSTALL_HINT = "vLLM is not installed; install it with: pip install 'mlshift[vllm]' (or use --engine transformers)"
 SERVER_MODULE = "vllm.entrypoints.openai.api_server"
@@ -24,6 +24,17 @@ def require_vllm() -> None:
         raise UsageError(INSTALL_HINT)
 
 
+def _mapped(s: EngineSettings) -> list[tuple[Vllm, Any, bool]]:
+    """(vLLM's mark, value, whether None is the setting's default) of every setting vLLM takes,
+    in the settings' order."""
+    out = []
+    for name, field in EngineSettings.model_fields.items():
+        mark = marks(field, Vllm)
+        if mark is not None:
+            out.append((mark, getattr(s, name), field.default is None))
+    return out
+
+
 def server_args(s: ServeSettings) -> list[str]:
     """vLLM server arguments for ``s``; options left at None keep vLLM's defaults.
 
@@ -32,27 +43,18 @@ def server_args(s: ServeSettings) -> list[str]:
     if not s.model:
         raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
     args = ["--model", s.model, "--host", s.host, "--port", str(s.port)]
-    if s.served_model_name:
-        args += ["--served-model-name", s.served_model_name]
-    if s.tensor_parallel_size is not None:
-        args += ["--tensor-parallel-size", str(s.tensor_parallel_size)]
-    if s.max_model_len is not None:
-        args += ["--max-model-len", str(s.max_model_len)]
-    if s.dtype != "auto":
-        args += ["--dtype", s.dtype]
-    if s.quantization:
-        args += ["--quantization", s.quantization]
-    args += ["--gpu-memory-utilization", f"{s.gpu_memory_utilization:g}"]
-    if s.max_batch_size is not None:
-        args += ["--max-num-seqs", str(s.max_batch_size)]
-    if s.enable_prefix_caching is True:
-        args.append("--enable-prefix-caching")
-    elif s.enable_prefix_caching is False:
-        args.append("--no-enable-prefix-caching")
-    if s.trust_remote_code:
-        args.append("--trust-remote-code")
-    args += list(s.extra_args)
-    return args
+    for mark, value, tri_state in _mapped(s):
+        if not mark.server or mark.name in ("model", "port") or value is None or value == mark.default:
+            continue
+        flag = "--" + mark.name.replace("_", "-")
+        if value is True:
+            args.append(flag)
+        elif value is False:
+            if tri_state:  # None keeps vLLM's default, so "off" is said out loud
+                args.append("--no-" + flag[2:])
+        else:
+            args += [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    return args + list(s.extra_args)
 
 
 def server_command(s: ServeSettings, python: str = sys.executable) -> list[str]:
@@ -75,24 +77,10 @@ def exec_server(s: ServeSettings) -> NoReturn:
 
 
 def llm_kwargs(s: ServeSettings) -> dict[str, Any]:
-    """Keyword arguments of ``vllm.LLM`` for batch jobs (same mapping as the server)."""
+    """Keyword arguments of ``vllm.LLM`` for batch jobs (the same settings as the server)."""
     if not s.model:
         raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
-    kwargs: dict[str, Any] = {
-        "model": s.model,
-        "dtype": s.dtype,
-        "gpu_memory_utilization": s.gpu_memory_utilization,
-        "trust_remote_code": s.trust_remote_code,
-    }
-    optional = {
-        "tensor_parallel_size": s.tensor_parallel_size,
-        "max_model_len": s.max_model_len,
-        "quantization": s.quantization,
-        "max_num_seqs": s.max_batch_size,
-        "enable_prefix_caching": s.enable_prefix_caching,
-    }
-    kwargs.update({k: v for k, v in optional.items() if v is not None})
-    return kwargs
+    return {mark.name: value for mark, value, _ in _mapped(s) if mark.offline and value is not None}
 
 
 def sampling_kwargs(max_tokens: int, temperature: float, seed: int | None = None) -> dict[str, Any]:

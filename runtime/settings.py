@@ -1,51 +1,167 @@
-"""What one runtime process runs with: config.yaml's ``inference`` section, overridden by flags.
+"""What one runtime process runs with, declared once.
 
-:func:`load_deployment_config` is the only place that touches the wizard's config model, so the
-runtime works without the wizard installed as long as ``--config`` is not used.
+:class:`EngineSettings` is the list of engine settings: the keys of config.yaml's ``inference``
+section that the runtime reads (the wizard's ``Inference`` model inherits them), the flags of
+``python -m runtime serve|batch`` (generated from the :class:`Flag` marks), and the arguments
+handed to vLLM (from the :class:`Vllm` marks). Adding a setting is one field here.
+
+:func:`load_deployment_config` reads a deployment's config.yaml with nothing but PyYAML: the
+runtime never imports the wizard.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field, fields, replace
+import re
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
 
 from runtime.errors import UsageError
 
 Engine = Literal["vllm", "transformers"]
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
+QUANTIZATIONS = ("awq", "gptq", "fp8", "bitsandbytes", "awq_marlin", "gptq_marlin", "compressed-tensors", "gguf", "marlin")
 
 API_KEY_ENV = "RUNTIME_API_KEY"
 
 
+def squash(text: object) -> str:
+    return re.sub(r"[^a-z0-9]", "", str(text).lower())
+
+
+def choice(*allowed: str) -> BeforeValidator:
+    """Accept the spellings users type (``Auto-start``, ``BFloat16``) for a canonical choice."""
+    table = {squash(a): a for a in allowed}
+
+    def fix(value: Any) -> Any:
+        if isinstance(value, str):
+            return table.get(squash(value), value)
+        return value
+
+    return BeforeValidator(fix)
+
+
+# --------------------------------------------------------------------------- marks on a setting
 @dataclass(frozen=True)
-class ServeSettings:
-    engine: Engine = "transformers"
-    model: str | None = None
-    served_model_name: str | None = None
-    host: str = "0.0.0.0"
-    port: int = 8000
-    max_model_len: int | None = None
-    dtype: Dtype = "auto"
-    quantization: str | None = None
-    gpu_memory_utilization: float = 0.9
-    tensor_parallel_size: int | None = None
-    max_batch_size: int | None = None  # None: the engine's default (probed on GPUs)
-    max_queue: int = 256
-    max_wait_ms: float = 5.0
-    enable_prefix_caching: bool | None = None
-    trust_remote_code: bool = False
-    direct_decode: bool = True  # transformers engine: the direct decoding step for Llama-family models
-    extra_args: tuple[str, ...] = ()
-    request_timeout: float = 600.0
-    max_body_bytes: int = 8 * 1024 * 1024
-    header_timeout: float = 10.0  # a request's headers must arrive within this (HAProxy's default)
-    body_timeout: float = 30.0  # longest silence while a request body is arriving
+class Flag:
+    """The setting is a flag (``--max-batch-size``) of these ``python -m runtime`` commands."""
+
+    commands: tuple[str, ...] = ("serve", "batch")
+    metavar: str | None = None
+
+
+SERVE = Flag(("serve",))
+BOTH = Flag()
+
+
+@dataclass(frozen=True)
+class Vllm:
+    """The setting's name in vLLM: the server flag ``--name-with-dashes`` and ``LLM(name=...)``.
+
+    ``server``/``offline``: whether vLLM's server and its offline ``LLM`` take it. ``default``:
+    a value left off the server's command line because it is vLLM's own default.
+    """
+
+    name: str
+    server: bool = True
+    offline: bool = True
+    default: Any = None
+
+
+def marks(field: Any, kind: type) -> Any:
+    """The mark of ``kind`` on a model field, or None."""
+    return next((m for m in field.metadata if isinstance(m, kind)), None)
+
+
+# --------------------------------------------------------------------------- the settings
+class EngineSettings(BaseModel):
+    """The engine settings: config.yaml ``inference`` keys, runtime flags and vLLM arguments."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+
+    engine: Annotated[Engine, choice("vllm", "transformers"), BOTH] = Field(
+        "transformers", description="Engine of the included runtime: `vllm` (GPU) or `transformers` (our own server, GPU or CPU)."
+    )
+    model: Annotated[str | None, BOTH, Vllm("model")] = Field(
+        None, description="Model to serve: a hub id or a path in the container (e.g. /workspace/models/my-model)."
+    )
+    served_model_name: Annotated[str | None, SERVE, Vllm("served_model_name", offline=False)] = Field(
+        None, description="Name clients ask for; default the model."
+    )
+    port: Annotated[int, SERVE, Vllm("port", offline=False)] = Field(
+        8000, ge=1024, le=65535, description="Port the server listens on (1024 or above: pods run without root)."
+    )
+    tensor_parallel_size: Annotated[int | None, BOTH, Vllm("tensor_parallel_size")] = Field(
+        None, ge=1, description="GPUs one model is split over (vLLM); default all the pod's GPUs."
+    )
+    max_model_len: Annotated[int | None, BOTH, Vllm("max_model_len")] = Field(
+        None, ge=16, description="Context length; default the model's."
+    )
+    dtype: Annotated[Dtype, choice("auto", "float16", "bfloat16", "float32"), BOTH, Vllm("dtype", default="auto")] = Field(
+        "auto", description="Weights' precision; `auto` is half precision on GPUs, float32 on CPUs."
+    )
+    quantization: Annotated[str | None, BOTH, Vllm("quantization")] = Field(
+        None, description=f"One of {', '.join(QUANTIZATIONS)}; empty for none."
+    )
+    gpu_memory_utilization: Annotated[float, BOTH, Vllm("gpu_memory_utilization")] = Field(
+        0.9, gt=0.0, le=1.0,
+        description="Share of each GPU's memory the server may use (vLLM's own setting; the transformers engine's memory cap and batch-size probe).",
+    )
+    max_batch_size: Annotated[int | None, BOTH, Vllm("max_num_seqs")] = Field(
+        None, ge=1, le=4096, description="Most sequences in one batch (vLLM `--max-num-seqs`); default the engine's (probed on GPUs)."
+    )
+    max_queue: Annotated[int, SERVE] = Field(
+        256, ge=1, le=100000, description="Requests waiting beyond the batch before the server answers 429."
+    )
+    max_wait_ms: Annotated[float, SERVE] = Field(
+        5.0, ge=0.0, le=10000.0, description="How long the transformers engine waits to fill a batch."
+    )
+    enable_prefix_caching: Annotated[bool | None, BOTH, Vllm("enable_prefix_caching")] = Field(
+        None, description="vLLM prefix caching; default vLLM's."
+    )
+    enforce_eager: Annotated[bool | None, BOTH, Vllm("enforce_eager")] = Field(
+        None, description="vLLM without CUDA graphs: less GPU memory and start-up time, slower decoding; default vLLM's."
+    )
+    trust_remote_code: Annotated[bool, BOTH, Vllm("trust_remote_code")] = Field(
+        False, description="Run the model repository's own code."
+    )
+    direct_decode: Annotated[bool, BOTH] = Field(
+        True,
+        description="The transformers engine's direct decoding step for Llama, Mistral, Qwen2 and Qwen3 models (checked against transformers at start-up); false decodes through transformers' modules.",
+    )
+    request_timeout: Annotated[float, SERVE] = Field(
+        600.0, gt=0.0, le=86400.0, description="Seconds one request may take in the included server."
+    )
+    extra_args: list[str] = Field(default_factory=list, description="Further arguments passed to vLLM's server word for word.")
+
+    @field_validator("quantization", mode="before")
+    @classmethod
+    def _quantization(cls, v: Any) -> Any:
+        if v in (None, "", "none", "None"):
+            return None
+        if not isinstance(v, str) or v.lower() not in QUANTIZATIONS:
+            raise ValueError(f"{v!r} is not one of {', '.join(QUANTIZATIONS)}")
+        return v.lower()
+
+
+class ServeSettings(EngineSettings):
+    """Everything one server process runs with: the engine settings and the server's own."""
+
+    model_config = ConfigDict(frozen=True)
+
+    host: Annotated[str, SERVE] = Field("0.0.0.0", description="Address to listen on.")
+    header_timeout: Annotated[float, SERVE] = Field(
+        10.0, gt=0.0, description="Seconds a client has to send a request's headers (HAProxy's default)."
+    )
+    body_timeout: Annotated[float, SERVE] = Field(30.0, gt=0.0, description="Longest silence while a request body arrives, in seconds.")
+    max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
     health_path: str = "/health"
     ready_path: str = "/ready"
     metrics_path: str | None = "/metrics"
-    api_key: str | None = field(default=None, repr=False)
+    api_key: str | None = Field(None, repr=False)
 
     @property
     def model_name(self) -> str:
@@ -53,18 +169,27 @@ class ServeSettings:
         return self.served_model_name or self.model or "model"
 
     def with_overrides(self, **values: Any) -> "ServeSettings":
-        """Replace the fields whose value is not None (unset flags keep the config's values)."""
-        known = {f.name for f in fields(self)}
-        return replace(self, **{k: v for k, v in values.items() if v is not None and k in known})
+        """These settings with the given values (None keeps the current one), checked again."""
+        given = {k: v for k, v in values.items() if v is not None}
+        return checked(type(self), {**self.model_dump(), **given})
 
 
-@dataclass(frozen=True)
-class BatchSettings:
-    input: str | None = None
-    output: str | None = None
-    max_tokens: int = 256
-    temperature: float = 0.0
-    batch_size: int | None = None
+class BatchSettings(BaseModel):
+    """The batch runner's input and output (config.yaml ``batch``; flags of ``runtime batch``)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True)
+
+    input: Annotated[str | None, Flag(("batch",))] = Field(
+        None, description="JSON Lines file or folder of them, with `id` and `prompt` or `messages`."
+    )
+    output: Annotated[str | None, Flag(("batch",))] = Field(
+        None, description="JSON Lines output; re-running resumes where it stopped."
+    )
+    max_tokens: Annotated[int, Flag(("batch",))] = Field(256, ge=1, le=1_000_000, description="Tokens to generate per record.")
+    temperature: Annotated[float, Flag(("batch",))] = Field(0.0, ge=0.0, le=2.0, description="0 for greedy.")
+    batch_size: Annotated[int | None, Flag(("batch",))] = Field(
+        None, ge=1, description="Sequences per batch (transformers engine); default 64 on CPU, probed on GPUs."
+    )
 
 
 @dataclass(frozen=True)
@@ -80,9 +205,22 @@ class TrackingSettings:
 
 @dataclass(frozen=True)
 class RuntimeConfig:
-    serve: ServeSettings = ServeSettings()
-    batch: BatchSettings = BatchSettings()
-    tracking: TrackingSettings = TrackingSettings()
+    serve: ServeSettings = field(default_factory=ServeSettings)
+    batch: BatchSettings = field(default_factory=BatchSettings)
+    tracking: TrackingSettings = field(default_factory=TrackingSettings)
+
+
+def checked(model: type[BaseModel], data: dict[str, Any], *, where: str = "") -> Any:
+    """``model`` validated from ``data``; a bad value becomes one line naming the key."""
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        err = exc.errors(include_url=False)[0]
+        key = ".".join(str(p) for p in err["loc"]) or "settings"
+        value = err.get("input")
+        shown = f" {value!r}" if not isinstance(value, (dict, list, type(None))) else ""
+        message = str(err["msg"]).removeprefix("Value error, ")
+        raise UsageError(f"{where}{key}{shown}: {message[0].lower()}{message[1:]}") from None
 
 
 def api_key_from_env() -> str | None:
@@ -90,60 +228,53 @@ def api_key_from_env() -> str | None:
     return key or None
 
 
+# --------------------------------------------------------------------------- config.yaml
+def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
+    section = data.get(name) or {}
+    if not isinstance(section, dict):
+        raise UsageError(f"{path}: {name} is a {type(section).__name__}, not a section of keys")
+    return section
+
+
 def load_deployment_config(path: Path) -> RuntimeConfig:
-    """Read a deployment's config.yaml into runtime settings (one-line errors only)."""
-    try:
-        from wizard.errors import UserError
-        from wizard.loader import load_config
-    except ImportError:
-        raise UsageError(
-            f"--config needs the mlshift package (its wizard module) installed: pip install mlshift; "
-            f"or pass --model and the other flags instead of {path}"
-        ) from None
-    try:
-        config = load_config(Path(path))
-    except UserError as exc:
-        raise UsageError(str(exc)) from None
-    return runtime_config_from(config)
+    """Read the keys the runtime owns from a deployment's config.yaml (one-line errors only).
 
+    Keys of the ``inference`` section that are not engine settings (the Route, replicas, ...)
+    belong to the wizard, which checks the whole file (``python -m wizard validate``).
+    """
+    import yaml
 
-def runtime_config_from(config: Any) -> RuntimeConfig:
-    """Map the wizard's :class:`Config` onto runtime settings (pure; unit-tested)."""
-    inf = config.inference
-    engine = inf.engine
-    ready = inf.readiness_check or ("/ready" if engine == "transformers" else inf.health_check)
-    serve = ServeSettings(
-        engine=engine,
-        model=inf.model,
-        served_model_name=inf.served_model_name,
-        port=inf.port,
-        max_model_len=inf.max_model_len,
-        dtype=inf.dtype,
-        quantization=inf.quantization,
-        gpu_memory_utilization=inf.gpu_memory_utilization,
-        tensor_parallel_size=inf.tensor_parallel_size,
-        max_batch_size=inf.max_batch_size,
-        max_queue=inf.max_queue,
-        max_wait_ms=inf.max_wait_ms,
-        enable_prefix_caching=inf.enable_prefix_caching,
-        trust_remote_code=inf.trust_remote_code,
-        direct_decode=inf.direct_decode,
-        extra_args=tuple(inf.extra_args),
-        request_timeout=float(inf.request_timeout),
-        health_path=inf.health_check,
-        ready_path=ready,
-        metrics_path=inf.metrics or None,
+    try:
+        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UsageError(f"{path}: file not found") from None
+    except (IsADirectoryError, PermissionError, UnicodeDecodeError) as exc:
+        raise UsageError(f"{path}: cannot be read ({type(exc).__name__})") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"line {mark.line + 1}: " if mark else ""
+        raise UsageError(f"{path}: malformed YAML: {where}{getattr(exc, 'problem', None) or 'cannot be parsed'}") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{path}: expected a mapping of sections (application:, inference:, ...)")
+    inference = _section(data, "inference", path)
+    application = _section(data, "application", path)
+    experiment = _section(data, "experiment", path)
+    tracking = experiment.get("tracking") if isinstance(experiment.get("tracking"), dict) else {}
+    owned = {k: v for k, v in inference.items() if k in EngineSettings.model_fields}
+    probes = {"health_path": inference.get("health_check") or "/health",
+              # The included server answers readiness on /ready unless the deployment names another path.
+              "ready_path": inference.get("readiness_check") or "/ready",
+              "metrics_path": inference.get("metrics") if "metrics" in inference else "/metrics"}
+    serve = checked(ServeSettings, {**owned, **probes}, where=f"{path}: inference.")
+    batch = checked(BatchSettings, _section(data, "batch", path), where=f"{path}: batch.")
+    name = application.get("name")
+    track = TrackingSettings(
+        enabled=bool(tracking.get("enabled", False)),
+        backend=str(tracking.get("backend") or "wandb"),
+        project=tracking.get("project") or name,
+        entity=tracking.get("entity"),
+        tags=tuple(str(t) for t in tracking.get("tags") or ()),
+        mode=str(tracking.get("mode") or "online"),
+        run_name=name,
     )
-    b = config.batch
-    batch = BatchSettings(input=b.input, output=b.output, max_tokens=b.max_tokens, temperature=b.temperature)
-    t = config.experiment.tracking
-    tracking = TrackingSettings(
-        enabled=t.enabled,
-        backend=t.backend,
-        project=t.project or config.application.name,
-        entity=t.entity,
-        tags=tuple(t.tags),
-        mode=t.mode,
-        run_name=config.application.name,
-    )
-    return RuntimeConfig(serve=serve, batch=batch, tracking=tracking)
+    return RuntimeConfig(serve=serve, batch=batch, tracking=track)

@@ -17,7 +17,7 @@ from runtime_helpers import ROOT
 FULL = ServeSettings(
     engine="vllm", model="meta-llama/Llama-3.1-8B-Instruct", served_model_name="llama", host="0.0.0.0", port=8000,
     tensor_parallel_size=4, max_model_len=8192, dtype="bfloat16", quantization="awq", gpu_memory_utilization=0.85,
-    max_batch_size=128, enable_prefix_caching=True, trust_remote_code=True, extra_args=("--enforce-eager",), api_key="k3y",
+    max_batch_size=128, enable_prefix_caching=True, trust_remote_code=True, extra_args=["--enforce-eager"], api_key="k3y",
 )
 
 
@@ -37,6 +37,21 @@ def test_unset_options_keep_vllms_defaults() -> None:
 
 def test_prefix_caching_off_is_explicit() -> None:
     assert "--no-enable-prefix-caching" in server_args(ServeSettings(model="m", enable_prefix_caching=False))
+
+
+@pytest.mark.parametrize(("value", "flag", "kwargs"), [
+    (None, [], {}), (True, ["--enforce-eager"], {"enforce_eager": True}), (False, ["--no-enforce-eager"], {"enforce_eager": False}),
+])
+def test_a_setting_declared_once_reaches_the_flag_the_server_and_llm(value: bool | None, flag: list[str], kwargs: dict) -> None:
+    """enforce_eager is one field in runtime/settings.py: config key, runtime flag, vLLM argument."""
+    from runtime.cli import build_parser, serve_settings
+    from runtime.settings import RuntimeConfig
+
+    argv = {None: [], True: ["--enforce-eager"], False: ["--no-enforce-eager"]}[value]
+    s = serve_settings(build_parser().parse_args(["serve", "--model", "m", *argv]), RuntimeConfig())
+    assert s.enforce_eager is value
+    assert server_args(s)[8:] == flag
+    assert {k: v for k, v in llm_kwargs(s).items() if k == "enforce_eager"} == kwargs
 
 
 def test_api_key_goes_through_the_environment_never_the_command_line() -> None:
@@ -93,7 +108,6 @@ experiment:
 """
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wizard") is None, reason="the wizard package is not importable")
 def test_a_deployment_config_drives_the_runtime(tmp_path: Path) -> None:
     path = tmp_path / "config.yaml"
     path.write_text(CONFIG)
@@ -103,12 +117,11 @@ def test_a_deployment_config_drives_the_runtime(tmp_path: Path) -> None:
     args = server_args(s)
     assert args[-4:] == ["--max-num-seqs", "64", "--no-enable-prefix-caching", "--enforce-eager"]
     assert args[args.index("--tensor-parallel-size") + 1] == "2" and args[args.index("--dtype") + 1] == "float16"
-    assert s.ready_path == "/health"
     assert (rc.batch.input, rc.batch.max_tokens) == ("/data/in.jsonl", 32)
     assert rc.tracking.enabled and rc.tracking.project == "llama-chat" and rc.tracking.tags == ("nightly",)
-    assert s.direct_decode is True
-    transformers = load_deployment_config(_with(path, "engine: vllm", "engine: transformers\n  readiness_check: /ready\n  direct_decode: false")).serve
-    assert (transformers.engine, transformers.ready_path, transformers.direct_decode) == ("transformers", "/ready", False)
+    assert s.direct_decode is True and s.ready_path == "/ready"  # the included server's own readiness path
+    transformers = load_deployment_config(_with(path, "engine: vllm", "engine: transformers\n  readiness_check: /up\n  direct_decode: false")).serve
+    assert (transformers.engine, transformers.ready_path, transformers.direct_decode) == ("transformers", "/up", False)
 
 
 def _with(path: Path, old: str, new: str) -> Path:
@@ -116,19 +129,62 @@ def _with(path: Path, old: str, new: str) -> Path:
     return path
 
 
-@pytest.mark.skipif(importlib.util.find_spec("wizard") is None, reason="the wizard package is not importable")
-def test_a_bad_config_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(("text", "expected"), [
+    ("inference:\n  max_batch_size: 0\n", "inference.max_batch_size 0: input should be greater than or equal to 1"),
+    ("inference:\n  engine: tpu\n", "inference.engine 'tpu'"),
+    ("inference:\n  dtype: [1]\n", "inference.dtype"),
+    ("batch:\n  temperature: 9\n", "batch.temperature 9"),
+    ("inference: [1, 2]\n", "inference is a list, not a section of keys"),
+    ("inference:\n  engine: vllm\n   port: 1\n", "malformed YAML: line 3"),
+    ("- a\n", "expected a mapping of sections"),
+])
+def test_a_bad_config_is_one_line_naming_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str, expected: str) -> None:
     path = tmp_path / "config.yaml"
-    path.write_text("application:\n  name: x\ninference:\n  engin: vllm\n")
+    path.write_text(text)
     assert main(["serve", "--config", str(path)]) == 2
     err = capsys.readouterr().err
-    assert err.startswith("error: ") and err.count("\n") == 1 and "engin" in err
+    assert err.startswith(f"error: {path}: ") and err.count("\n") == 1 and expected in err, err
 
 
-def test_config_without_the_wizard_installed_is_a_clear_error(tmp_path: Path) -> None:
-    code = "import sys; sys.modules['wizard'] = None; from runtime.cli import main; raise SystemExit(main(sys.argv[1:]))"
-    r = subprocess.run([sys.executable, "-c", code, "serve", "--config", str(tmp_path / "c.yaml")], cwd=ROOT, capture_output=True, text=True)
-    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--config needs the mlshift package" in r.stderr
+def test_the_runtime_reads_config_yaml_without_the_wizard(tmp_path: Path) -> None:
+    """In the pod the runtime reads the mounted config.yaml; the wizard is never imported."""
+    path = tmp_path / "config.yaml"
+    path.write_text(CONFIG)
+    code = ("import sys; sys.modules['wizard'] = None; from runtime.settings import load_deployment_config; "
+            "from runtime.engine_vllm import server_args; print(' '.join(server_args(load_deployment_config(sys.argv[1]).serve)))")
+    r = subprocess.run([sys.executable, "-c", code, str(path)], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.startswith("--model /models/llama --host 0.0.0.0 --port 8080 --served-model-name llama")
+
+
+def test_every_flag_comes_from_a_setting_and_says_its_default() -> None:
+    """The flags of serve and batch are generated from the settings models: one per marked field."""
+    from runtime.cli import build_parser
+    from runtime.settings import BatchSettings, Flag, marks
+
+    parser = build_parser()
+    subs = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001
+    for command, models in (("serve", (ServeSettings,)), ("batch", (ServeSettings, BatchSettings))):
+        options = {o for a in subs[command]._actions for o in a.option_strings}  # noqa: SLF001
+        for model in models:
+            for name, field in model.model_fields.items():
+                flag = marks(field, Flag)
+                wanted = flag is not None and command in flag.commands
+                assert (("--" + name.replace("_", "-")) in options) == wanted, (command, name)
+    assert "--no-direct-decode" in {o for a in subs["serve"]._actions for o in a.option_strings}  # noqa: SLF001
+    assert "(default 256)" in subs["serve"].format_help()  # --max-queue
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--max-batch-size", "0"], "--max-batch-size '0': input should be greater than or equal to 1"),
+    (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization '1.5'"),
+    (["--port", "80"], "--port '80'"),
+    (["--request-timeout", "soon"], "--request-timeout 'soon'"),
+])
+def test_a_bad_flag_is_one_line_naming_the_flag(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
+    assert main(["serve", "--model", "m", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {expected}") and err.count("\n") == 1, err
 
 
 def test_gpu_memory_share_flag_reaches_both_engines_settings(tmp_path: Path) -> None:

@@ -31,6 +31,8 @@ from pydantic import (
     model_validator,
 )
 
+from runtime.settings import QUANTIZATIONS, BatchSettings, Engine, EngineSettings, choice, squash
+
 from . import quantity
 
 SCHEMA_VERSION = 1
@@ -42,22 +44,6 @@ MAX_GPUS_PER_NODE = 16
 VLLM_IMAGE = "docker.io/vllm/vllm-openai:v0.11.0"
 PYTORCH_IMAGE = "docker.io/pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 CPU_IMAGE = "docker.io/library/python:3.11-slim"
-
-
-def squash(text: object) -> str:
-    return re.sub(r"[^a-z0-9]", "", str(text).lower())
-
-
-def choice(*allowed: str):
-    """Accept the spellings users type (``Auto-start``, ``auto start``) for a canonical choice."""
-    table = {squash(a): a for a in allowed}
-
-    def fix(value: Any) -> Any:
-        if isinstance(value, str):
-            return table.get(squash(value), value)
-        return value
-
-    return BeforeValidator(fix)
 
 
 def check_name(value: str, what: str = "name") -> str:
@@ -307,9 +293,6 @@ class Image(Strict):
 
 
 # --------------------------------------------------------------------------- inference
-QUANTIZATIONS = ("awq", "gptq", "fp8", "bitsandbytes", "awq_marlin", "gptq_marlin", "compressed-tensors", "gguf", "marlin")
-
-
 class Route(Strict):
     enabled: bool = Field(True, description="Expose the server through an OpenShift Route (edge TLS, HTTP redirected).")
     host: str | None = Field(None, description="Host name; empty lets OpenShift choose one.")
@@ -345,16 +328,20 @@ class Autoscaling(Strict):
         return self
 
 
-class Inference(Strict):
-    """Serving: the port, probes, Route, replicas, and the included runtime's engine settings."""
-
+class _InferenceSwitch(Strict):
+    # Declared apart so that the section opens with it; the engine settings follow, then the rest.
     enabled: bool = Field(False, description="The application serves requests: Service, probes, Route.")
-    engine: Annotated[Literal["vllm", "transformers"], choice("vllm", "transformers")] = Field(
+
+
+class Inference(EngineSettings, _InferenceSwitch):
+    """Serving: the engine settings of the included runtime, then the probes, Route and replicas.
+
+    The engine settings (engine ... extra_args) are declared once, in ``runtime/settings.py``.
+    """
+
+    engine: Annotated[Engine, choice("vllm", "transformers")] = Field(
         "vllm", description="Engine of the included runtime: `vllm` (GPU) or `transformers` (our own server, GPU or CPU)."
     )
-    model: str | None = Field(None, description="Model to serve: a hub id or a path in the container (e.g. /workspace/models/my-model).")
-    served_model_name: str | None = Field(None, description="Name clients ask for; default the model.")
-    port: int = Field(8000, ge=1024, le=65535, description="Port the server listens on (1024 or above: pods run without root).")
     protocol: Annotated[Literal["http"], choice("http")] = "http"
     endpoint: str = Field("/v1/completions", validation_alias=AliasChoices("endpoint", "path"),
                           description="The main endpoint, used by test-inference and benchmark-inference (`path` is read as this too).")
@@ -366,19 +353,6 @@ class Inference(Strict):
     route: Route = Field(default_factory=Route)
     api_key_secret: str | None = Field(None, description="Secret whose key `api-key` clients must send as a bearer token; empty for none.")
     startup_timeout: int = Field(1800, ge=30, le=86400, description="Seconds a model may take to load before the pod is restarted.")
-    request_timeout: int = Field(600, ge=1, le=86400, description="Seconds one request may take in the included server.")
-    tensor_parallel_size: int | None = Field(None, ge=1, description="GPUs one model is split over (vLLM); default all the pod's GPUs.")
-    max_model_len: int | None = Field(None, ge=16, description="Context length; default the model's.")
-    dtype: Annotated[Literal["auto", "float16", "bfloat16", "float32"], choice("auto", "float16", "bfloat16", "float32")] = "auto"
-    quantization: str | None = Field(None, description=f"One of {', '.join(QUANTIZATIONS)}; empty for none.")
-    gpu_memory_utilization: float = Field(0.9, gt=0.0, le=1.0, description="Share of each GPU's memory the server may use (vLLM's own setting; the transformers engine's memory cap and batch-size probe).")
-    max_batch_size: int | None = Field(None, ge=1, le=4096, description="Most sequences in one batch (vLLM `--max-num-seqs`); default the engine's.")
-    max_queue: int = Field(256, ge=1, le=100000, description="Requests waiting beyond the batch before the server answers 429.")
-    max_wait_ms: float = Field(5.0, ge=0.0, le=10000.0, description="How long the transformers engine waits to fill a batch.")
-    enable_prefix_caching: bool | None = Field(None, description="vLLM prefix caching; default vLLM's.")
-    trust_remote_code: bool = False
-    direct_decode: bool = Field(True, description="The transformers engine's direct decoding step for Llama, Mistral, Qwen2 and Qwen3 models (checked against transformers at start-up); false decodes through transformers' modules.")
-    extra_args: list[str] = Field(default_factory=list, description="Further arguments passed to vLLM's server word for word.")
 
     @field_validator("endpoint", "health_check", "readiness_check", "metrics")
     @classmethod
@@ -390,23 +364,12 @@ class Inference(Strict):
     def _secret(cls, v: str | None) -> str | None:
         return check_secret_name(v or None)
 
-    @field_validator("quantization", mode="before")
-    @classmethod
-    def _quant(cls, v: Any) -> Any:
-        if v in (None, "", "none", "None"):
-            return None
-        if not isinstance(v, str) or v.lower() not in QUANTIZATIONS:
-            raise ValueError(f"{v!r} is not one of {', '.join(QUANTIZATIONS)}")
-        return v.lower()
 
-
-class Batch(Strict):
+class Batch(BatchSettings, Strict):
     """Input and output of the included batch-inference runner (type batch_inference)."""
 
     input: str = Field("/workspace/data/input.jsonl", description="JSON Lines file or folder of them, with `id` and `prompt` or `messages`.")
     output: str = Field("/workspace/results/output.jsonl", description="JSON Lines output; re-running resumes where it stopped.")
-    max_tokens: int = Field(256, ge=1, le=1_000_000)
-    temperature: float = Field(0.0, ge=0.0, le=2.0)
 
 
 # --------------------------------------------------------------------------- monitoring, experiments

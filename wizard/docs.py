@@ -87,6 +87,30 @@ def _rows(model: type[BaseModel], prefix: str, sections: list[tuple[str, type[Ba
     return rows
 
 
+def _runtime_flags() -> list[str]:
+    """The engine settings as the runtime's flags and vLLM's arguments (from their marks)."""
+    from runtime.settings import BatchSettings, Flag, ServeSettings, Vllm, marks
+
+    out = ["\n## Runtime flags\n",
+           "`python -m runtime serve|batch` takes one flag per setting, declared with the setting in "
+           "`runtime/settings.py`; `--config config.yaml` reads the same keys, and flags override them. "
+           "The vLLM column is the name vLLM's server (`--name`) and `LLM(...)` take.\n",
+           "| flag | commands | config.yaml key | vLLM | meaning |\n| --- | --- | --- | --- | --- |"]
+    keys = {"batch": BatchSettings.model_fields, "inference": Config.model_fields["inference"].annotation.model_fields}
+    for model in (ServeSettings, BatchSettings):
+        for name, field in model.model_fields.items():
+            flag = marks(field, Flag)
+            if flag is None:
+                continue
+            vllm = marks(field, Vllm)
+            section = "batch" if model is BatchSettings else "inference"
+            key = f"`{section}.{name}`" if name in keys[section] else ""
+            desc = (field.description or "").replace("|", "\\|")
+            out.append(f"| `--{name.replace('_', '-')}` | {', '.join(flag.commands)} | {key} | "
+                       f"{f'`{vllm.name}`' if vllm else ''} | {desc} |")
+    return out
+
+
 def reference_markdown() -> str:
     out = [HEADER]
     queue: list[tuple[str, type[BaseModel]]] = [("", Config)]
@@ -103,6 +127,7 @@ def reference_markdown() -> str:
             out.append("| key | type | default | meaning |\n| --- | --- | --- | --- |")
             out.extend(rows)
         queue = found + queue
+    out.extend(_runtime_flags())
     out.append("\n## Scripts\n")
     out.append("Each deployment's `scripts/` has one script per operation; `python -m wizard VERB DEPLOYMENT` "
                "runs the same, and `--help` lists its options (declared in `wizard/verbs.py`).\n")
