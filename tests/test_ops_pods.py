@@ -169,11 +169,13 @@ def test_jupyter_dry_run(cluster, capsys):
 def test_run_local_runs_the_app_here_with_its_workspace(cluster, capfd):
     dep = cluster.new("app", "application.execution.arguments=--x 'a b'")
     (dep / "workspace" / "main.py").write_text("import os, sys; print('cwd', os.getcwd()); print('args', sys.argv[1:]); "
-                                               "print('cfg', os.environ['MLSHIFT_CONFIG'])\n")
+                                               "print('cfg', open(os.environ['MLSHIFT_CONFIG']).read())\n")
     cluster.set(MLSHIFT_PYTHON=sys.executable)
     rc, out, err = cluster.verb(capfd, "run-local", dep, "--python", sys.executable)
     assert rc == 0, err
-    assert f"cwd {dep / 'workspace'}" in out and "args ['--x', 'a b']" in out and f"cfg {dep / 'config.yaml'}" in out
+    assert f"cwd {dep / 'workspace'}" in out and "args ['--x', 'a b']" in out
+    assert "\n  cpu: '2'\n" in out and "# cpu" not in out  # the config the pod reads: derived values filled in
+    assert "  # cpu: '2'" in (dep / "config.yaml").read_text()  # the user's file is only read
     assert cluster.calls() == []
 
 

@@ -7,17 +7,20 @@ import shlex
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 from ..errors import UserError
+from ..loader import dump_config
 from ..paths import SOURCE_ROOT
+from ..render import SCHEMA_FILE
 from .base import Operation
 
 
-def local_argv(ctx: Operation, args) -> tuple[list[str], Path]:
-    """(the command, its working directory) for running the application here."""
+def local_argv(ctx: Operation, args, config_path: str) -> tuple[list[str], Path]:
+    """(the command, its working directory) for running the application here, with the
+    config.yaml at ``config_path``."""
     app, blueprint = ctx.config.application, ctx.blueprint
-    config_path = str(ctx.directory / "config.yaml")
     extra = list(args.arguments or [])
     user_args = extra if extra else blueprint.user_argv
     workspace = ctx.directory / "workspace"
@@ -45,22 +48,29 @@ def local_argv(ctx: Operation, args) -> tuple[list[str], Path]:
 
 
 def run_local(ctx: Operation, args) -> int:
-    cmd, cwd = local_argv(ctx, args)
-    env = dict(os.environ)
-    env.update({"MLSHIFT_APP": ctx.name, "MLSHIFT_CONFIG": str(ctx.directory / "config.yaml"), "PYTHONUNBUFFERED": "1"})
-    if ctx.config.inference.enabled:
-        env.setdefault("PORT", str(args.port or ctx.config.inference.port))
-    if cmd[0] == sys.executable:
-        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
     if args.dry_run:
+        cmd, cwd = local_argv(ctx, args, str(ctx.directory / "config.yaml"))
         print(f"cd {shlex.quote(str(cwd))} && " + shlex.join(cmd))
+        ctx.say("(config.yaml is passed as a temporary copy with its derived values filled in, as the pod reads it)")
         return 0
-    if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
-        raise UserError(f"{cmd[0]} is not installed on this machine")
-    if not cwd.is_dir():  # run-local only reads the deployment folder: it creates nothing in it
-        raise UserError(f"{ctx.rel(cwd)}/ does not exist", hint="create it (python -m wizard render re-creates workspace/)")
-    ctx.say("Running here: " + shlex.join(cmd))
-    try:
-        return subprocess.run(cmd, cwd=cwd, env=env).returncode
-    except KeyboardInterrupt:
-        return 130
+    # The pod reads config.yaml resolved (the ConfigMap): so does the local run, from a copy that
+    # lives as long as the run. The deployment folder is only read.
+    with tempfile.TemporaryDirectory(prefix="mlshift-run-local-") as tmp:
+        resolved = Path(tmp) / "config.yaml"
+        resolved.write_text(dump_config(ctx.config, schema_ref=SCHEMA_FILE), encoding="utf-8")
+        cmd, cwd = local_argv(ctx, args, str(resolved))
+        env = dict(os.environ)
+        env.update({"MLSHIFT_APP": ctx.name, "MLSHIFT_CONFIG": str(resolved), "PYTHONUNBUFFERED": "1"})
+        if ctx.config.inference.enabled:
+            env.setdefault("PORT", str(args.port or ctx.config.inference.port))
+        if cmd[0] == sys.executable:
+            env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
+        if shutil.which(cmd[0]) is None and not Path(cmd[0]).is_file():
+            raise UserError(f"{cmd[0]} is not installed on this machine")
+        if not cwd.is_dir():  # run-local only reads the deployment folder: it creates nothing in it
+            raise UserError(f"{ctx.rel(cwd)}/ does not exist", hint="create it (python -m wizard render re-creates workspace/)")
+        ctx.say("Running here: " + shlex.join(cmd))
+        try:
+            return subprocess.run(cmd, cwd=cwd, env=env).returncode
+        except KeyboardInterrupt:
+            return 130
