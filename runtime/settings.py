@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, field_validator
 
 from runtime.errors import UsageError
 
@@ -26,6 +26,8 @@ Dtype = Literal["auto", "float16", "bfloat16", "float32"]
 QUANTIZATIONS = ("awq", "gptq", "fp8", "bitsandbytes", "awq_marlin", "gptq_marlin", "compressed-tensors", "gguf", "marlin")
 
 API_KEY_ENV = "RUNTIME_API_KEY"
+# Seconds: any number, written back as a whole number when it is one (600, not 600.0).
+Seconds = Annotated[float, PlainSerializer(lambda v: int(v) if float(v).is_integer() else v)]
 
 
 def squash(text: object) -> str:
@@ -132,7 +134,7 @@ class EngineSettings(BaseModel):
         True,
         description="The transformers engine's direct decoding step for Llama, Mistral, Qwen2 and Qwen3 models (checked against transformers at start-up); false decodes through transformers' modules.",
     )
-    request_timeout: Annotated[float, SERVE] = Field(
+    request_timeout: Annotated[Seconds, SERVE] = Field(
         600.0, gt=0.0, le=86400.0, description="Seconds one request may take in the included server."
     )
     extra_args: list[str] = Field(default_factory=list, description="Further arguments passed to vLLM's server word for word.")
@@ -153,10 +155,10 @@ class ServeSettings(EngineSettings):
     model_config = ConfigDict(frozen=True)
 
     host: Annotated[str, SERVE] = Field("0.0.0.0", description="Address to listen on.")
-    header_timeout: Annotated[float, SERVE] = Field(
+    header_timeout: Annotated[Seconds, SERVE] = Field(
         10.0, gt=0.0, description="Seconds a client has to send a request's headers (HAProxy's default)."
     )
-    body_timeout: Annotated[float, SERVE] = Field(30.0, gt=0.0, description="Longest silence while a request body arrives, in seconds.")
+    body_timeout: Annotated[Seconds, SERVE] = Field(30.0, gt=0.0, description="Longest silence while a request body arrives, in seconds.")
     max_body_bytes: int = Field(8 * 1024 * 1024, ge=1)
     health_path: str = "/health"
     ready_path: str = "/ready"
