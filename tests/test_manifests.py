@@ -226,3 +226,19 @@ def test_containerfile_builds_from_the_base_image_and_runs_unprivileged():
     assert "ARG BASE_IMAGE=docker.io/vllm/vllm-openai" in text
     assert "COPY workspace/requirements-inference.txt" in text
     assert text.rstrip().splitlines()[-2] == "USER 1001"
+
+
+GO_NUMBERS_AND_WORDS = ["1e-3", "0o17", "08", "0x1F", "y", "off", "1_000", ".5", "+1"]
+
+
+@pytest.mark.parametrize("mode", ["auto_start", "job"])
+def test_arguments_that_go_would_read_as_numbers_stay_text(mode: str):
+    """oc reads YAML with Go's rules, where 1e-3 is a number and y a boolean: the API server
+    would refuse such a command. Every manifest quotes them, so they reach the container as typed."""
+    config = validate({"application": {"name": "demo", "execution": {"mode": mode, "arguments": GO_NUMBERS_AND_WORDS}}},
+                      source="test")
+    text = render_files(config, "demo")["manifests/" + ("job.yaml" if mode == "job" else "deployment.yaml")][0]
+    for word in GO_NUMBERS_AND_WORDS:
+        assert f"- '{word}'\n" in text, word
+    command = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["command"]
+    assert command[-len(GO_NUMBERS_AND_WORDS):] == GO_NUMBERS_AND_WORDS

@@ -43,9 +43,9 @@ class OcDumper(yamlio.Dumper):
 
     PyYAML leaves ``1e-3``, ``0o17``, ``08`` or ``y`` unquoted (YAML 1.1 reads them as strings),
     but ``oc``/``kubectl`` read YAML into JSON with Go's rules, where they are a number or a
-    boolean, and the API server then refuses them as a container's command. What ``submit``
-    sends is written with this dumper, so that an argument such as ``--lr 1e-3`` reaches the
-    container as the text it is.
+    boolean, and the API server then refuses them as a container's command. Every manifest
+    (the files and what ``submit`` sends) is written with this dumper, so that an argument such
+    as ``--lr 1e-3`` reaches the container as the text it is.
     """
 
 
@@ -104,8 +104,6 @@ def _filters(dumper: type[yaml.SafeDumper]) -> dict[str, Any]:
     return {"to_yaml": to_yaml, "block": block}
 
 
-_to_yaml = _filters(yamlio.Dumper)["to_yaml"]
-_block = _filters(yamlio.Dumper)["block"]
 
 
 def _shell_quote(value: Any) -> str:
@@ -114,12 +112,13 @@ def _shell_quote(value: Any) -> str:
     return shlex.quote(str(value))
 
 
-_ENVS: dict[bool, Any] = {}
+_ENV: Any = None
 
 
-def environment(*, for_oc: bool = False):
-    """The templates' Jinja environment; ``for_oc``: its YAML is sent to oc (see :class:`OcDumper`)."""
-    if for_oc not in _ENVS:
+def environment():
+    """The templates' Jinja environment (its YAML filters write what oc reads as written)."""
+    global _ENV
+    if _ENV is None:
         import jinja2
 
         env = jinja2.Environment(
@@ -130,10 +129,10 @@ def environment(*, for_oc: bool = False):
             keep_trailing_newline=True,
             autoescape=False,
         )
-        env.filters.update(_filters(OcDumper if for_oc else yamlio.Dumper))
+        env.filters.update(_filters(OcDumper))
         env.filters["shell_quote"] = _shell_quote
-        _ENVS[for_oc] = env
-    return _ENVS[for_oc]
+        _ENV = env
+    return _ENV
 
 
 # --------------------------------------------------------------------------- rendering
@@ -195,7 +194,7 @@ def render_job(blueprint: Blueprint, submission: JobSubmission) -> str:
     """One Job to create, as the YAML sent to oc: the Job template filled in with the run's
     blueprint and ``submission``. The run's config.yaml (``config_text``) travels with its pods."""
     config_text = dump_config(blueprint.config, schema_ref=SCHEMA_FILE)
-    template = environment(for_oc=True).get_template("manifests/job.yaml.j2")
+    template = environment().get_template("manifests/job.yaml.j2")
     return template.render(_context(blueprint, submission=submission, config_text=config_text))
 
 
