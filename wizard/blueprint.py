@@ -306,7 +306,7 @@ class Blueprint:
                 env.append(self._secret_env("VLLM_API_KEY", inf.api_key_secret, "api-key"))
         if tr.enabled:
             if tr.backend == "wandb":
-                env += [{"name": "WANDB_PROJECT", "value": tr.project or self.name},
+                env += [{"name": "WANDB_PROJECT", "value": tr.project},
                         {"name": "WANDB_DIR", "value": f"{WORKSPACE_MOUNT}/wandb"},
                         {"name": "WANDB_MODE", "value": tr.mode}]
                 if tr.entity:
@@ -317,7 +317,7 @@ class Blueprint:
                     env.append(self._secret_env("WANDB_API_KEY", cfg.secrets.wandb, "WANDB_API_KEY"))
             elif tr.backend == "mlflow":
                 env += [{"name": "MLFLOW_TRACKING_URI", "value": tr.uri or ""},
-                        {"name": "MLFLOW_EXPERIMENT_NAME", "value": tr.project or self.name}]
+                        {"name": "MLFLOW_EXPERIMENT_NAME", "value": tr.project}]
             else:
                 env.append({"name": "TENSORBOARD_LOGDIR", "value": f"{WORKSPACE_MOUNT}/tensorboard/{self.name}"})
         if self.multi_node:
@@ -375,7 +375,7 @@ class Blueprint:
             "startup": {"httpGet": {"path": inf.health_check, "port": "http"},
                         "periodSeconds": period, "timeoutSeconds": 5,
                         "failureThreshold": math.ceil(inf.startup_timeout / period)},
-            "readiness": {"httpGet": {"path": inf.readiness_check or inf.health_check, "port": "http"},
+            "readiness": {"httpGet": {"path": inf.readiness_check, "port": "http"},
                           "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": 3},
             "liveness": {"httpGet": {"path": inf.health_check, "port": "http"},
                          "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},

@@ -31,7 +31,7 @@ from pydantic import (
     model_validator,
 )
 
-from runtime.settings import QUANTIZATIONS, BatchSettings, Engine, EngineSettings, choice, squash
+from runtime.settings import BatchSettings, Engine, EngineSettings, choice, squash
 
 from . import quantity
 

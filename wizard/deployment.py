@@ -16,7 +16,7 @@ from .clusters import profile
 from .config import Config
 from .errors import UserError
 from .files import remove_stale_staging
-from .loader import apply_sets, deep_merge, load_config, read_yaml, validate
+from .loader import load_config, read_yaml, validate, with_default_name
 from .render import CONFIG_FILE, FileReport, check_target, plan_writes, render_files, write
 
 
@@ -31,21 +31,6 @@ class Outcome:
     @property
     def kept(self) -> list[FileReport]:
         return [r for r in self.reports if r.status == "kept"]
-
-
-def initial_data(target: Path, answers: Path | None, sets: list[str], name: str) -> dict[str, Any]:
-    """The answers a deployment starts from: its current config.yaml, then the answers file, then --set."""
-    data: dict[str, Any] = {}
-    existing = target / CONFIG_FILE
-    if existing.is_file():
-        data = read_yaml(existing, label=f"{target.name}/{CONFIG_FILE}")
-    if answers is not None:
-        data = deep_merge(data, read_yaml(answers, label=str(answers)))
-    data = apply_sets(data, sets)
-    app = data.setdefault("application", {}) if isinstance(data.get("application", {}), dict) else None
-    if app is not None and not app.get("name"):
-        app["name"] = name
-    return data
 
 
 def build_config(data: dict[str, Any], *, source: str) -> Config:
@@ -128,13 +113,12 @@ def load_deployment(directory: Path) -> tuple[Path, Config]:
         raise UserError(f"{directory.name}: no such deployment folder")
     if not cfg_path.is_file():
         raise UserError(f"{directory.name}: no config.yaml here (create one with: python -m wizard new {directory.name})")
-    data = read_yaml(cfg_path, label=f"{directory.name}/{CONFIG_FILE}")
-    app = data.get("application")
-    if isinstance(app, dict) and not app.get("name"):
-        app["name"] = directory.name
-    elif app is None:
-        data["application"] = {"name": directory.name}
-    return directory, build_config(data, source=f"{directory.name}/{CONFIG_FILE}")
+    return directory, build_config(read_deployment_data(directory), source=f"{directory.name}/{CONFIG_FILE}")
+
+
+def read_deployment_data(directory: Path) -> dict[str, Any]:
+    """A deployment's config.yaml as data, the application named after the folder where it has no name."""
+    return with_default_name(read_yaml(directory / CONFIG_FILE, label=f"{directory.name}/{CONFIG_FILE}"), directory.name)
 
 
 def rerender(directory: Path, *, force: bool = False, dry_run: bool = False) -> Outcome:
@@ -146,4 +130,4 @@ def rerender(directory: Path, *, force: bool = False, dry_run: bool = False) -> 
     return Outcome(directory, config, reports, created=False)
 
 
-__all__ = ["Outcome", "initial_data", "build_config", "create_or_update", "load_deployment", "rerender", "load_config"]
+__all__ = ["Outcome", "build_config", "read_deployment_data", "create_or_update", "load_deployment", "rerender", "load_config"]

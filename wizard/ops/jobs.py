@@ -20,7 +20,7 @@ import yaml
 from ..blueprint import Blueprint
 from ..config import MAX_SWEEP_RUNS
 from ..errors import OcError, UserError
-from ..loader import apply_sets, read_yaml
+from ..loader import apply_sets
 from ..render import CONFIG_FILE, JobSubmission, object_list, render_job
 from . import diagnose
 from .base import (ARGS_ANNOTATION, CONFIG_ANNOTATION, SETS_ANNOTATION, SUBMISSION_LABEL, SWEEP_LABEL, Operation,
@@ -61,13 +61,9 @@ class Run:
 
 
 def base_data(ctx: Operation) -> dict[str, Any]:
-    data = read_yaml(ctx.directory / CONFIG_FILE, label=f"{ctx.directory.name}/{CONFIG_FILE}")
-    app = data.get("application")
-    if isinstance(app, dict) and not app.get("name"):
-        app["name"] = ctx.directory.name
-    elif app is None:
-        data["application"] = {"name": ctx.directory.name}
-    return data
+    from ..deployment import read_deployment_data
+
+    return read_deployment_data(ctx.directory)
 
 
 class JobFactory:
