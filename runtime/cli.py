@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.util
 import json
 import logging
 import os
@@ -19,6 +20,7 @@ from pydantic import BaseModel
 from runtime.settings import (
     API_KEY_ENV,
     BatchSettings,
+    BenchSettings,
     Flag,
     RuntimeConfig,
     ServeSettings,
@@ -55,16 +57,17 @@ def add_setting_flags(parser: argparse.ArgumentParser, model: type[BaseModel], c
             continue
         option = "--" + name.replace("_", "-")
         help_text = (field.description or "").rstrip(".")
-        default = field.get_default(call_default_factory=True)
+        default = None if field.is_required() else field.get_default(call_default_factory=True)
         if default not in (None, "", []) and not isinstance(default, bool):
             help_text += f" (default {default})"
         types = set(typing.get_args(field.annotation)) | {field.annotation}
+        required = {"required": True} if field.is_required() else {}
         if bool in types:
             parser.add_argument(option, dest=name, action=argparse.BooleanOptionalAction, default=None, help=help_text)
         elif (allowed := _choices(field.annotation)) is not None:
-            parser.add_argument(option, dest=name, choices=allowed, help=help_text)
+            parser.add_argument(option, dest=name, choices=allowed, help=help_text, **required)
         else:
-            parser.add_argument(option, dest=name, metavar=flag.metavar or name.upper(), help=help_text)
+            parser.add_argument(option, dest=name, metavar=flag.metavar or name.upper(), help=help_text, **required)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -86,16 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--retry-errors", action="store_true", help="generate again the records that have an error row in --output")
 
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server")
-    bench.add_argument("--url", required=True, help="server base URL, e.g. http://127.0.0.1:8000")
-    bench.add_argument("--model", required=True, help="model name to ask for")
-    bench.add_argument("--concurrency", type=_positive, default=16)
-    bench.add_argument("--num-requests", type=_positive, default=64)
-    bench.add_argument("--request-rate", type=_positive_float, help="Poisson arrivals per second (default: closed loop)")
-    bench.add_argument("--max-tokens", type=_positive, default=64)
-    bench.add_argument("--prompt-words", type=_positive, default=32)
-    bench.add_argument("--endpoint", choices=("completions", "chat"), default="completions")
-    bench.add_argument("--stream", action="store_true", help="stream (needed for TTFT, TPOT, ITL)")
-    bench.add_argument("--ignore-eos", action="store_true", help="ask for exactly --max-tokens tokens (vLLM and this runtime)")
+    add_setting_flags(bench, BenchSettings, "bench")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
     return parser
 
@@ -139,29 +133,7 @@ def batch_settings(args: argparse.Namespace, base: RuntimeConfig) -> BatchSettin
         raise _flag_error(exc, given) from None
 
 
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value > 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{value:g} must be a finite number above 0")
-    return value
-
-
 def _need_runtime_extra() -> None:
-    import importlib.util
-
     missing = [m for m in ("torch", "transformers", "fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
     if missing:
         raise UsageError(f"the transformers engine needs {', '.join(missing)}: {RUNTIME_HINT}")
@@ -243,18 +215,17 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from runtime.bench import format_report, run_load
 
+    given = _given(args, BenchSettings)
     try:
-        import httpx  # noqa: F401
-    except ImportError:
-        raise UsageError("bench needs httpx: pip install httpx") from None
-    result = asyncio.run(run_load(
-        url=args.url, model=args.model, num_requests=args.num_requests, concurrency=args.concurrency,
-        request_rate=args.request_rate, max_tokens=args.max_tokens, stream=args.stream, endpoint=args.endpoint,
-        prompt_words=args.prompt_words, api_key=os.environ.get(API_KEY_ENV) or None, ignore_eos=args.ignore_eos,
-    ))
+        b = checked(BenchSettings, given)
+    except UsageError as exc:
+        raise _flag_error(exc, given) from None
+    if importlib.util.find_spec("httpx") is None:
+        raise UsageError("bench needs httpx: pip install httpx")
+    result = asyncio.run(run_load(**b.model_dump(), api_key=os.environ.get(API_KEY_ENV) or None))
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     if result["successful"] == 0:
-        raise UsageError(f"no request succeeded against {args.url} (errors: {result['errors']})")
+        raise UsageError(f"no request succeeded against {b.url} (errors: {result['errors']})")
     return 0
 
 

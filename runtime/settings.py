@@ -194,6 +194,27 @@ class BatchSettings(BaseModel):
     )
 
 
+BENCH = Flag(("bench",))
+
+
+class BenchSettings(BaseModel):
+    """A load test (``python -m runtime bench``; the flags are generated from these fields)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    url: Annotated[str, BENCH] = Field(description="Server base URL, e.g. http://127.0.0.1:8000.")
+    model: Annotated[str, BENCH] = Field(description="Model name to ask for.")
+    concurrency: Annotated[int, BENCH] = Field(16, ge=1, description="Requests in flight at most.")
+    num_requests: Annotated[int, BENCH] = Field(64, ge=1, description="Requests to send.")
+    request_rate: Annotated[float | None, BENCH] = Field(None, gt=0, allow_inf_nan=False,
+                                                         description="Poisson arrivals per second; default a closed loop.")
+    max_tokens: Annotated[int, BENCH] = Field(64, ge=1, description="Tokens to ask for per request.")
+    prompt_words: Annotated[int, BENCH] = Field(32, ge=1, description="Words in each prompt.")
+    endpoint: Annotated[Literal["completions", "chat"], BENCH] = Field("completions", description="The API to load.")
+    stream: Annotated[bool, BENCH] = Field(False, description="Stream (needed for TTFT, TPOT, ITL).")
+    ignore_eos: Annotated[bool, BENCH] = Field(False, description="Ask for exactly --max-tokens tokens (vLLM and this runtime).")
+
+
 @dataclass(frozen=True)
 class TrackingSettings:
     enabled: bool = False

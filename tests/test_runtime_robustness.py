@@ -94,12 +94,13 @@ def engines() -> list[Faults]:
 
 @pytest.fixture(scope="module")
 def faulty_url(tiny_llama: Path, engines: list[Faults]) -> Iterator[str]:
-    """Batches of 4 that wait up to 20 s to fill: requests sent one after another join one batch."""
+    """Batches of 4 that wait up to 10 s (the most the setting allows) to fill: requests sent one
+    after another join one batch."""
     def factory(settings: ServeSettings) -> Faults:
         engines.append(Faults(settings))
         return engines[-1]
 
-    with running_server(model=str(tiny_llama), served_model_name=MODEL, max_batch_size=4, max_wait_ms=20_000, max_queue=8,
+    with running_server(model=str(tiny_llama), served_model_name=MODEL, max_batch_size=4, max_wait_ms=10_000, max_queue=8,
                         engine_factory=factory) as url:
         yield url
 

@@ -158,13 +158,13 @@ def test_the_runtime_reads_config_yaml_without_the_wizard(tmp_path: Path) -> Non
 
 
 def test_every_flag_comes_from_a_setting_and_says_its_default() -> None:
-    """The flags of serve and batch are generated from the settings models: one per marked field."""
+    """The flags of serve, batch and bench are generated from the settings models: one per marked field."""
     from runtime.cli import build_parser
-    from runtime.settings import BatchSettings, Flag, marks
+    from runtime.settings import BatchSettings, BenchSettings, Flag, marks
 
     parser = build_parser()
     subs = next(a for a in parser._actions if a.dest == "command").choices  # noqa: SLF001
-    for command, models in (("serve", (ServeSettings,)), ("batch", (ServeSettings, BatchSettings))):
+    for command, models in (("serve", (ServeSettings,)), ("batch", (ServeSettings, BatchSettings)), ("bench", (BenchSettings,))):
         options = {o for a in subs[command]._actions for o in a.option_strings}  # noqa: SLF001
         for model in models:
             for name, field in model.model_fields.items():
@@ -180,6 +180,7 @@ def test_every_flag_comes_from_a_setting_and_says_its_default() -> None:
     (["--gpu-memory-utilization", "1.5"], "--gpu-memory-utilization '1.5'"),
     (["--port", "80"], "--port '80'"),
     (["--request-timeout", "soon"], "--request-timeout 'soon'"),
+    (["--header-timeout", "-1"], "--header-timeout '-1'"),
 ])
 def test_a_bad_flag_is_one_line_naming_the_flag(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
     assert main(["serve", "--model", "m", *argv]) == 2
@@ -202,3 +203,14 @@ def test_impossible_gpu_memory_shares_are_one_line_errors(value: str) -> None:
     r = subprocess.run([sys.executable, "-m", "runtime", "serve", "--model", "m", "--gpu-memory-utilization", value],
                        cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--gpu-memory-utilization" in r.stderr
+
+
+@pytest.mark.parametrize(("argv", "expected"), [
+    (["--concurrency", "0"], "error: --concurrency '0': input should be greater than or equal to 1"),
+    (["--request-rate", "inf"], "error: --request-rate 'inf'"),
+    (["--max-tokens", "many"], "error: --max-tokens 'many'"),
+])
+def test_bench_flags_are_checked_by_the_same_rules(capsys: pytest.CaptureFixture[str], argv: list[str], expected: str) -> None:
+    assert main(["bench", "--url", "http://127.0.0.1:9", "--model", "m", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(expected) and err.count("\n") == 1, err
