@@ -82,7 +82,9 @@ def marks(field: Any, kind: type) -> Any:
 class EngineSettings(BaseModel):
     """The engine settings: config.yaml ``inference`` keys, runtime flags and vLLM arguments."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True)
+    # defer_build: the schema is built on first use, so importing this module (the wizard does,
+    # for the fields its config model inherits) costs little.
+    model_config = ConfigDict(extra="forbid", validate_default=True, populate_by_name=True, defer_build=True)
 
     engine: Annotated[Engine, choice("vllm", "transformers"), BOTH] = Field(
         "transformers", description="Engine of the included runtime: `vllm` (GPU) or `transformers` (our own server, GPU or CPU)."
@@ -179,7 +181,7 @@ class ServeSettings(EngineSettings):
 class BatchSettings(BaseModel):
     """The batch runner's input and output (config.yaml ``batch``; flags of ``runtime batch``)."""
 
-    model_config = ConfigDict(extra="forbid", validate_default=True)
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
     input: Annotated[str | None, Flag(("batch",))] = Field(
         None, description="JSON Lines file or folder of them, with `id` and `prompt` or `messages`."
@@ -200,7 +202,7 @@ BENCH = Flag(("bench",))
 class BenchSettings(BaseModel):
     """A load test (``python -m runtime bench``; the flags are generated from these fields)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", defer_build=True)
 
     url: Annotated[str, BENCH] = Field(description="Server base URL, e.g. http://127.0.0.1:8000.")
     model: Annotated[str, BENCH] = Field(description="Model name to ask for.")

@@ -204,3 +204,21 @@ def test_unusable_paths_are_one_line_errors(args, message):
     result = run_wizard(*args)
     assert result.returncode == 2
     assert result.stderr.strip() == message
+
+
+def test_compiled_templates_are_kept_between_runs_and_optional(tmp_path: Path):
+    """The second run reads the compiled templates from the cache folder and writes the same
+    bytes; a cache folder that cannot be made (here a file is in its way) only costs time."""
+    cache = tmp_path / "cache"
+    outputs = []
+    for run in range(2):
+        target = tmp_path / f"d{run}"
+        result = run_wizard("new", "demo", "--defaults", "--deployments-dir", str(target), env={"MLSHIFT_CACHE_DIR": str(cache)})
+        assert result.returncode == 0, result.stderr
+        outputs.append({p.relative_to(target): p.read_bytes() for p in target.rglob("*") if p.is_file()})
+        assert list((cache / "templates").glob("__jinja2_*.cache"))
+    assert outputs[0] == outputs[1]
+    blocked = tmp_path / "not-a-folder"
+    blocked.write_text("")
+    result = run_wizard("new", "demo", "--defaults", "--deployments-dir", str(tmp_path / "d2"), env={"MLSHIFT_CACHE_DIR": str(blocked)})
+    assert result.returncode == 0 and result.stderr == "", result.stderr

@@ -5,7 +5,8 @@ into the package as ``wizard/templates/`` (see pyproject.toml). Either way ``wiz
 ``runtime`` sit side by side in :data:`SOURCE_ROOT` (the checkout, or site-packages), which is
 what a build context copies and what a local run puts on ``PYTHONPATH``. Nothing else assumes a
 checkout: deployments go under the current directory, and user cluster profiles are read from
-the current directory too (or the file ``$MLSHIFT_CLUSTERS`` names).
+the current directory too (or the file ``$MLSHIFT_CLUSTERS`` names). Compiled templates are
+kept between runs in the user's cache folder (:data:`CACHE`; ``$MLSHIFT_CACHE_DIR`` moves it).
 """
 
 import os
@@ -16,6 +17,8 @@ SOURCE_ROOT = PACKAGE.parent
 TEMPLATES = PACKAGE / "templates" if (PACKAGE / "templates").is_dir() else SOURCE_ROOT / "templates"
 DEFAULT_DEPLOYMENTS = Path("deployments")
 USER_CLUSTERS = Path(os.environ.get("MLSHIFT_CLUSTERS") or "clusters.yaml")
+CACHE = Path(os.environ.get("MLSHIFT_CACHE_DIR")
+             or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlshift")
 CONFIG_MOUNT = "/etc/mlshift"
 CONFIG_PATH_IN_POD = f"{CONFIG_MOUNT}/config.yaml"
 WORKSPACE_MOUNT = "/workspace"

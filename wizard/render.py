@@ -30,7 +30,7 @@ from .errors import UserError
 from .files import (STATE_FILE, check_destinations, matches_record, new_folder, read_state, removal_verdict, remove_file,
                     sha256_text, state_text, write_file)
 from .loader import dump_config, dump_user_config
-from .paths import TEMPLATES
+from .paths import CACHE, TEMPLATES
 from .verbs import VERBS
 
 SCHEMA_FILE = "config.schema.json"
@@ -115,6 +115,32 @@ def _shell_quote(value: Any) -> str:
 _ENV: Any = None
 
 
+def _compiled_templates() -> Any:
+    """Jinja's bytecode cache in the user's cache folder, so that a run does not compile the
+    templates again; None (compile each time) where that folder cannot be written."""
+    import jinja2
+
+    class Cache(jinja2.FileSystemBytecodeCache):
+        def load_bytecode(self, bucket: Any) -> None:
+            try:
+                super().load_bytecode(bucket)
+            except (OSError, ValueError, EOFError):
+                bucket.reset()
+
+        def dump_bytecode(self, bucket: Any) -> None:
+            try:
+                super().dump_bytecode(bucket)
+            except OSError:
+                pass  # a cache that cannot be written only costs time
+
+    folder = CACHE / "templates"
+    try:
+        folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError:
+        return None
+    return Cache(str(folder))
+
+
 def environment():
     """The templates' Jinja environment (its YAML filters write what oc reads as written)."""
     global _ENV
@@ -128,6 +154,7 @@ def environment():
             lstrip_blocks=True,
             keep_trailing_newline=True,
             autoescape=False,
+            bytecode_cache=_compiled_templates(),
         )
         env.filters.update(_filters(OcDumper))
         env.filters["shell_quote"] = _shell_quote
