@@ -16,8 +16,8 @@ export PROJECT ARGS PYTEST_ARGS
 help:
 	@echo "make wizard PROJECT=name   create or update deployments/<name>/ (interactive)"
 	@echo "make test                  run the test suite"
-	@echo "make setup                 create .venv with what the wizard needs"
-	@echo "make docs                  regenerate docs/reference.md and the JSON Schema"
+	@echo "make setup                 create .venv with what the wizard and the generated scripts need"
+	@echo "make docs                  regenerate docs/reference.md, the JSON Schema and the transcripts in the docs"
 	@echo "make bench                 the benchmarks (ratios against baselines measured in the same run)"
 	@echo "make bench-gpu             on a CUDA GPU: the runtime tests and the GPU benchmarks (1B random model)"
 
@@ -49,6 +49,8 @@ test: $(VENV)/.test-done
 
 docs: $(VENV)/.setup-done
 	$(PY) -m wizard docs
+	@$(PY) -c 'import pexpect' 2>/dev/null || $(INSTALL) 'pexpect>=4.8' $(LOGGED)
+	$(PY) docs/gen_transcripts.py
 
 bench: $(VENV)/.test-done
 	$(PY) bench/bench_render.py

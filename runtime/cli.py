@@ -8,7 +8,6 @@ import asyncio
 import importlib.util
 import json
 import logging
-import os
 import sys
 import typing
 from pathlib import Path
@@ -19,12 +18,14 @@ from pydantic import BaseModel
 
 from runtime.settings import (
     API_KEY_ENV,
+    API_KEY_FALLBACK_ENV,
     BatchSettings,
     BenchSettings,
     Flag,
     RuntimeConfig,
     ServeSettings,
     api_key_from_env,
+    api_key_source,
     checked,
     load_deployment_config,
     marks,
@@ -142,6 +143,8 @@ def _need_runtime_extra() -> None:
 # --------------------------------------------------------------------------- commands
 def cmd_serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args, _base_config(args))
+    if api_key_source()[0] == API_KEY_FALLBACK_ENV:
+        print(f"note: requests must send the API key in {API_KEY_FALLBACK_ENV} ({API_KEY_ENV} is unset)", file=sys.stderr)
     if settings.engine == "vllm":
         from runtime.engine_vllm import exec_server
 
@@ -222,7 +225,7 @@ def cmd_bench(args: argparse.Namespace) -> int:
         raise _flag_error(exc, given) from None
     if importlib.util.find_spec("httpx") is None:
         raise UsageError("bench needs httpx: pip install httpx")
-    result = asyncio.run(run_load(**b.model_dump(), api_key=os.environ.get(API_KEY_ENV) or None))
+    result = asyncio.run(run_load(**b.model_dump(), api_key=api_key_from_env()))
     print(json.dumps(result, indent=2) if args.json else format_report(result))
     if result["successful"] == 0:
         raise UsageError(f"no request succeeded against {b.url} (errors: {result['errors']})")

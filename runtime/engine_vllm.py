@@ -61,6 +61,18 @@ def server_command(s: ServeSettings, python: str = sys.executable) -> list[str]:
     return [python, "-m", SERVER_MODULE, *server_args(s)]
 
 
+CLI = ("vllm", "serve")  # vLLM's command line: the entrypoint of its images (vllm/vllm-openai)
+
+
+def cli_command(s: ServeSettings) -> list[str]:
+    """``vllm serve MODEL ...``: :func:`server_args` as vLLM's command line takes them, the model
+    first (its ``--model`` option is deprecated there). What the wizard renders as the command
+    of the pods that run vLLM's own image; the API key stays out of it, as in :func:`server_args`."""
+    flag, model, *rest = server_args(s)
+    assert flag == "--model"
+    return [*CLI, model, *rest]
+
+
 def server_env(s: ServeSettings, environ: Mapping[str, str]) -> dict[str, str]:
     """The environment for vLLM's server: the API key travels as ``VLLM_API_KEY``."""
     env = dict(environ)

@@ -25,7 +25,10 @@ Engine = Literal["vllm", "transformers"]
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
 QUANTIZATIONS = ("awq", "gptq", "fp8", "bitsandbytes", "awq_marlin", "gptq_marlin", "compressed-tensors", "gguf", "marlin")
 
+# The bearer key: the one clients must send (serve), the one sent (bench). From the environment
+# only, never a flag (so it never shows in ps); the OpenAI client's variable when this one is unset.
 API_KEY_ENV = "RUNTIME_API_KEY"
+API_KEY_FALLBACK_ENV = "OPENAI_API_KEY"
 # Seconds: any number, written back as a whole number when it is one (600, not 600.0).
 Seconds = Annotated[float, PlainSerializer(lambda v: int(v) if float(v).is_integer() else v)]
 
@@ -248,9 +251,19 @@ def checked(model: type[BaseModel], data: dict[str, Any], *, where: str = "") ->
         raise UsageError(f"{where}{key}{shown}: {message[0].lower()}{message[1:]}") from None
 
 
-def api_key_from_env() -> str | None:
-    key = os.environ.get(API_KEY_ENV, "").strip()
-    return key or None
+def api_key_from_env(environ: Any = None) -> str | None:
+    """``RUNTIME_API_KEY``, else ``OPENAI_API_KEY`` when that one is unset (or empty)."""
+    return api_key_source(environ)[1]
+
+
+def api_key_source(environ: Any = None) -> tuple[str | None, str | None]:
+    """(the variable the key came from, the key); (None, None) without a key."""
+    env = os.environ if environ is None else environ
+    for name in (API_KEY_ENV, API_KEY_FALLBACK_ENV):
+        key = (env.get(name) or "").strip()
+        if key:
+            return name, key
+    return None, None
 
 
 # --------------------------------------------------------------------------- config.yaml

@@ -13,6 +13,11 @@ ROOT = Path(__file__).resolve().parent.parent
 DATA = Path(__file__).resolve().parent / "data"
 EXAMPLES = ROOT / "docs" / "examples"
 
+# A key in the developer's shell would lock the servers the tests start (the runtime reads
+# RUNTIME_API_KEY, then the OpenAI client's OPENAI_API_KEY); tests that want a key set it.
+for _key in ("RUNTIME_API_KEY", "OPENAI_API_KEY"):
+    os.environ.pop(_key, None)
+
 
 def run_wizard(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
                input: str | None = None) -> subprocess.CompletedProcess[str]:

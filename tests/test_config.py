@@ -162,7 +162,7 @@ def test_base_image_follows_the_engine():
     ({"application": {"source": {"path": "../../etc/passwd"}}}, "application.source.path: '../../etc/passwd' leaves the workspace"),
     ({"application": {"requirements": "req.txt; rm -rf /"}}, "application.requirements: 'req.txt; rm -rf /' is not a file"),
     ({"application": {"name": "My_App"}}, "application.name: 'My_App' is not a valid application name"),
-    ({"application": {"name": "a" * 41}}, "is 41 characters; a application name has at most 40"),
+    ({"application": {"name": "a" * 64}}, "is 64 characters; a application name has at most 63"),
     ({"inference": {"enabled": True, "port": 80}}, "inference.port: 80: should be greater than or equal to 1024"),
     ({"inference": {"enabled": True, "health_check": "health"}}, "inference.health_check: 'health' is not a URL path"),
     ({"inference": {"enabled": True, "replicas": 3}}, "resources.storage.access_mode: 3 replicas on several nodes cannot share"),
@@ -397,7 +397,7 @@ def test_answers_priority_set_over_answers_file_over_config_yaml_over_preset():
         sets=("resources.gpus=4",),
     )
     data = answers.data
-    assert data["resources"] == {"gpus": 4, "gpu_product": "A"}
+    assert data["resources"] == {"gpus": 4, "gpu_product": "A", "storage": {"access_mode": "ReadWriteMany"}}
     assert data["application"]["name"] == "demo"  # the deployment's name, where none is given
     assert data["application"]["source"] == {"path": "train.py"}  # from the preset
     assert data["application"]["execution"]["arguments"] == "--old"

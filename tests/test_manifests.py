@@ -114,9 +114,15 @@ def test_cpu_pods_have_no_gpu_toleration_or_shm_volume():
 def test_cluster_profile_supplies_storage_class_and_tolerations():
     config = load(DATA / "seed_experiment_suite.yaml", "sweep", resources={"gpus": 1})
     objs = manifests(config, "sweep")
-    assert objs["persistentvolumeclaim.yaml"]["spec"]["storageClassName"] == "ocs-external-storagecluster-ceph-rbd"
+    # the seed's pods share the volume at once (2 nodes, 4 runs): the profile's ReadWriteMany class
+    pvc = objs["persistentvolumeclaim.yaml"]["spec"]
+    assert pvc["storageClassName"] == "ocs-external-storagecluster-cephfs" and pvc["accessModes"] == ["ReadWriteMany"]
     keys = {t["key"] for t in pod_specs(objs)[0]["tolerations"]}
     assert keys == {"nvidia.com/gpu", "nvidia.com/gpu.product"}
+    one = load(DATA / "seed_experiment_suite.yaml", "sweep", deployment={"mode": "single-node", "num_nodes": None},
+               experiment={"parallelism": 1})
+    pvc = manifests(one, "sweep")["persistentvolumeclaim.yaml"]["spec"]
+    assert pvc["storageClassName"] == "ocs-external-storagecluster-ceph-rbd" and pvc["accessModes"] == ["ReadWriteOnce"]
 
 
 def test_served_application_gets_service_route_and_probes():
@@ -242,3 +248,25 @@ def test_arguments_that_go_would_read_as_numbers_stay_text(mode: str):
         assert f"- '{word}'\n" in text, word
     command = yaml.safe_load(text)["spec"]["template"]["spec"]["containers"][0]["command"]
     assert command[-len(GO_NUMBERS_AND_WORDS):] == GO_NUMBERS_AND_WORDS
+
+
+def test_multi_node_ranks_never_share_a_node():
+    """docs/modes/multi-node.md: one pod per node. A required pod anti-affinity on the hostname
+    against the application's job pods, whose labels the ranks carry, in the Job template and in
+    every submitted Job; no such rule on single-node jobs or Deployments."""
+    from wizard.blueprint import Blueprint
+    from wizard.render import JobSubmission, render_job
+
+    config = load(EXAMPLES / "multi-node-training.yaml", "mn")
+    template = manifests(config, "mn")["job.yaml"]["spec"]["template"]
+    submitted = yaml.safe_load(render_job(Blueprint(config, "mn"), JobSubmission(
+        name="mn-250102-130405-k3x9", labels={"mlshift.io/submission": "250102-130405-k3x9"}, annotations={},
+        config_annotation="mlshift.io/config")))["spec"]["template"]
+    for pod in (template, submitted):
+        terms = pod["spec"]["affinity"]["podAntiAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"]
+        assert len(terms) == 1 and terms[0]["topologyKey"] == "kubernetes.io/hostname"
+        wanted = terms[0]["labelSelector"]["matchLabels"]
+        assert wanted == {"app.kubernetes.io/instance": "mn", "app.kubernetes.io/component": "job"}
+        assert wanted.items() <= pod["metadata"]["labels"].items()  # the rule matches the ranks themselves
+    for example in ("batch-inference.yaml", "llama-inference.yaml"):
+        assert all("affinity" not in spec for spec in pod_specs(manifests(load(EXAMPLES / example, "one"), "one")))

@@ -37,7 +37,9 @@ def test_submit_one_job_unique_name_labels_and_next_step(cluster, capsys):
     before = (cluster.dep / "config.yaml").read_bytes()
     rc, out, err = cluster.verb(capsys, "submit", cluster.dep)
     assert rc == 0, err
-    assert cluster.verbs() == ["get", "get", "create"]  # project, shared objects, the job
+    # project, shared objects; the first snapshot of workspace/ (the short-lived pod: delete an old
+    # one, create, wait; rsync, exec; delete); the job
+    assert cluster.verbs() == ["get", "get", "delete", "create", "wait", "rsync", "exec", "delete", "create"]
     (job,) = _jobs(cluster)
     name = job["metadata"]["name"]
     assert NAME_RE.match(name) and len(name) <= 63
@@ -64,7 +66,8 @@ def test_hostile_arguments_reach_the_container_byte_for_byte(cluster, capsys, tm
     assert res.returncode == 0, res.stderr
     (job,) = _jobs(cluster)
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
-    assert command[:2] == ["python3", "/workspace/train/main.py"]
+    snapshot = job["metadata"]["labels"]["mlshift.io/snapshot"]
+    assert command[:2] == ["python3", f"/workspace/.runs/{snapshot}/main.py"]
     assert [unescape(w) for w in command[2:]] == words
     assert "$(touch" not in "".join(command).replace("$$(touch", "")  # every $ doubled for Kubernetes
     assert not marker.exists()
@@ -103,7 +106,9 @@ def test_a_bad_set_is_one_line_and_submits_nothing(cluster, capsys):
 
 
 def test_batch_of_50_jobs_uses_as_many_oc_requests_as_one(cluster, capsys, tmp_path):
-    rc, _, _ = cluster.verb(capsys, "submit", cluster.dep)
+    cluster.verb(capsys, "submit", cluster.dep)  # uploads workspace/: its first snapshot
+    cluster.reset()
+    rc, _, _ = cluster.verb(capsys, "submit", cluster.dep)  # nothing changed: nothing to upload
     assert rc == 0
     one = len(cluster.calls())
     cluster.reset()
@@ -126,7 +131,7 @@ def test_batch_of_50_jobs_uses_as_many_oc_requests_as_one(cluster, capsys, tmp_p
 
 def test_repeat_submits_identical_jobs_in_one_request(cluster, capsys):
     rc, out, _ = cluster.verb(capsys, "submit", cluster.dep, "--repeat", "5")
-    assert rc == 0 and len(_jobs(cluster)) == 5 and cluster.verbs().count("create") == 1
+    assert rc == 0 and len(_jobs(cluster)) == 5 and cluster.verbs().count("create") == 2  # the upload pod, the jobs
 
 
 def test_submit_before_deploy_says_deploy_first(tmp_path, monkeypatch, capsys):
@@ -191,7 +196,7 @@ def test_sweep_submits_the_grid_in_one_request_and_compare_reads_metrics(cluster
     rc, out, err = cluster.verb(capsys, "sweep", cluster.dep)
     assert rc == 0, err
     jobs = _jobs(cluster)
-    assert len(jobs) == 6 and cluster.verbs().count("create") == 1
+    assert len(jobs) == 6 and cluster.verbs().count("create") == 2  # the upload pod, the jobs
     sweep_ids = {j["metadata"]["labels"]["mlshift.io/sweep"] for j in jobs}
     assert len(sweep_ids) == 1
     cmd = [unescape(w) for w in jobs[0]["spec"]["template"]["spec"]["containers"][0]["command"]]
@@ -216,11 +221,13 @@ def _set_sweep(cluster, sweep: dict) -> None:
 def _run_sweep(cluster, sweep: dict, *args: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
     """run-sweep.sh as a user runs it, with its address space capped; returns it and each job's parameters."""
     _set_sweep(cluster, sweep)
+    if "--dry-run" in args:
+        args = (*args, "--yaml")  # a dry run prints the Jobs themselves only with --yaml
     res = subprocess.run([str(cluster.dep / "scripts" / "run-sweep.sh"), *args], cwd=cluster.elsewhere,
                          env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=300,
                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE)))
     if "--dry-run" in args and res.returncode == 0:
-        body = res.stdout.split("<<'MLSHIFT_STDIN_END'\n", 1)[1].split("\nMLSHIFT_STDIN_END", 1)[0]
+        body = res.stdout.rsplit("<<'MLSHIFT_STDIN_END'\n", 1)[1].split("\nMLSHIFT_STDIN_END", 1)[0]  # the last: the Jobs
         jobs = yaml.safe_load(body)["items"]
     else:
         jobs = _jobs(cluster)
@@ -247,7 +254,7 @@ def test_grid_over_a_huge_space_with_max_runs_takes_the_first_combinations(clust
     assert trials == first and len({tuple(t.values()) for t in trials}) == 7
     res, trials = _run_sweep(cluster, {"method": "grid", "max_runs": 7, "parameters": HUGE}, "--max-runs", "3")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert trials == first[:3] and cluster.verbs().count("create") == 1  # submitted, in one request
+    assert trials == first[:3] and cluster.verbs().count("create") == 2  # the upload pod; the jobs, in one request
 
 
 def test_a_grid_too_large_to_submit_is_refused_with_its_size_and_largest_parameter(cluster):

@@ -368,11 +368,14 @@ def test_mode_job_multi_node_with_tracking(tmp_path):
     w.press("Project").press("MLflow tracking URI")  # empty: the model says mlflow needs it
     w.shows(model_message({"experiment": {"tracking": {"enabled": True, "backend": "mlflow"}}}))
     w.press("", "http://mlflow.example.com" + ENTER)
-    w.type("Tags", "baseline, lr").press("Sweep over parameters", "n").press("Cluster profile").press("Namespace")
+    w.type("Tags", "baseline, lr").press("Sweep over parameters", "n").press("Cluster profile")
+    w.see("Workspace volume access").press("", ENTER)  # ReadWriteMany: both ranks use it at once
+    w.press("Namespace")
     w.see("4 GPUs, 16 CPU, 128Gi memory, 32Gi shared memory x 2 nodes")
     assert w.finish() == 0
     cfg = w.config()
     assert cfg["deployment"] == {"cluster": "default", "mode": "multi-node", "num_nodes": 2}
+    assert cfg["resources"]["storage"]["access_mode"] == "ReadWriteMany"
     assert cfg["application"]["execution"] == {"mode": "job", "arguments": "--lr 0.01 --epochs 20"}
     assert cfg["experiment"]["tracking"]["uri"] == "http://mlflow.example.com"
     assert cfg["experiment"]["tracking"]["tags"] == ["baseline", "lr"]

@@ -12,6 +12,7 @@ Kubernetes' ``$(VAR)`` expansion leaves them byte for byte.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import posixpath
 import shlex
@@ -26,6 +27,20 @@ from .paths import CONFIG_MOUNT, CONFIG_PATH_IN_POD, WORKSPACE_MOUNT
 TOOL = "mlshift"
 LABEL_PREFIX = "mlshift.io"
 JOB_NAME_SUFFIX_LEN = 19  # "-YYMMDD-HHMMSS-abcd", added per submission
+# Names. Each object's name is object_name(application name, suffix, the limit of its kind):
+DNS_LABEL_MAX = 63  # Services (a DNS label), label values (a Job's name: job-name), a host's first label
+DNS_SUBDOMAIN_MAX = 253  # ConfigMap, PersistentVolumeClaim, Route, Deployment, ImageStream, BuildConfig
+NAME_HASH_LEN = 8  # hex digits of the hash a shortened name carries
+POD_SUFFIX_LEN = 6  # "-" and the 5 random characters of a Job's pod names
+INDEX_SUFFIX_LEN = len("-63")  # "-<index>" of a multi-node job's pods (deployment.num_nodes is at most 64)
+# A Job's name: its pods are <job>-<index>-<random>, their host names <job>-<index> (DNS labels),
+# and the controller labels them job-name: <job> (a label value). The same room for every Job
+# of an application, single or multi-node, so that its submissions' names start alike.
+JOB_NAME_MAX = DNS_LABEL_MAX - POD_SUFFIX_LEN - INDEX_SUFFIX_LEN
+# Without inference.route.host OpenShift names the Route's host <route>-<namespace>.<apps domain>,
+# and that first label has at most 63 characters. When config.yaml names no namespace (the
+# current `oc project` is used), the Route's name leaves room for one of this many characters.
+ROUTE_NAMESPACE_ROOM = 24
 RENDEZVOUS_PORT = 29500
 RENDEZVOUS_REFS = frozenset({"$(NNODES)", "$(NODE_RANK)", "$(MASTER_ADDR)", "$(MASTER_PORT)"})
 IDLE_COMMAND = [
@@ -50,6 +65,42 @@ CONTAINER_SECURITY_CONTEXT = {
 }
 
 
+def object_name(name: str, suffix: str = "", limit: int = DNS_LABEL_MAX) -> str:
+    """The name of one of an application's objects: ``<name>-<suffix>`` (``<name>`` without a
+    suffix) when it has at most ``limit`` characters (what the object's kind allows); otherwise,
+    as Helm charts do, the name cut short and a stable hash of it: ``<name cut>-<hash>-<suffix>``.
+
+    The hash is of the application name alone: every shortened name of one application carries
+    the same one, two names that begin alike get different ones, and the Jobs of one application
+    keep one prefix (so they still sort by submission time). Every object name comes from here.
+    """
+    full = f"{name}-{suffix}" if suffix else name
+    if len(full) <= limit:
+        return full
+    tail = "-" + hashlib.sha256(name.encode()).hexdigest()[:NAME_HASH_LEN] + (f"-{suffix}" if suffix else "")
+    head = name[: max(0, limit - len(tail))].rstrip("-")
+    if not head:
+        raise ValueError(f"no name of {name!r} with {suffix!r} fits in {limit} characters")
+    return head + tail
+
+
+def route_name_limit(namespace: str | None) -> int:
+    """The longest Route name whose generated host <route>-<namespace> has a first label of at
+    most 63 characters (a namespace of ROUTE_NAMESPACE_ROOM characters when it is not known)."""
+    return DNS_LABEL_MAX - 1 - (len(namespace) if namespace else ROUTE_NAMESPACE_ROOM)
+
+
+def route_host_problem(name: str, namespace: str) -> str | None:
+    """Why no Route name of ``name`` fits in the host OpenShift generates in ``namespace``, or None."""
+    limit = route_name_limit(namespace)
+    shortest = min(len(f"{name}-api"), 1 + 1 + NAME_HASH_LEN + len("-api"))  # "<n>-<hash>-api"
+    if shortest <= limit:
+        return None
+    return (f"the namespace {namespace!r} ({len(namespace)} characters) leaves no room for the Route's name in the host "
+            f"OpenShift gives it (<route>-<namespace>, at most {DNS_LABEL_MAX} characters before the first dot); "
+            "set inference.route.host, or disable the Route (inference.route.enabled: false)")
+
+
 def k8s_escape(word: str) -> str:
     """Keep a word as it is through Kubernetes' $(VAR) expansion of command and args."""
     return word.replace("$", "$$")
@@ -62,6 +113,9 @@ class Blueprint:
     config: Config
     folder: str  # the name of the deployment's folder (deployments/<folder>/)
     profile: ClusterProfile = field(init=False)
+    # One submitted run's snapshot of workspace/ on the volume (/workspace/.runs/<id>, made by
+    # submit): the working directory, the entry file and the requirements file are then there.
+    run_dir: str | None = None
 
     workspace_mount = WORKSPACE_MOUNT  # where the workspace volume is mounted in the container
     config_mount = CONFIG_MOUNT  # where config.yaml is mounted (CONFIG_PATH_IN_POD)
@@ -80,22 +134,48 @@ class Blueprint:
 
     @property
     def workspace_claim(self) -> str:
-        return f"{self.name}-workspace"
+        return object_name(self.name, "workspace", DNS_SUBDOMAIN_MAX)
 
     @property
     def config_map(self) -> str:
-        return f"{self.name}-config"
+        return object_name(self.name, "config", DNS_SUBDOMAIN_MAX)
 
     @property
     def headless_service(self) -> str:
-        return f"{self.name}-nodes"
+        return object_name(self.name, "nodes", DNS_LABEL_MAX)
 
     @property
     def route_name(self) -> str:
-        return f"{self.name}-api"
+        """The Route's name; without inference.route.host it leaves room in the generated host
+        (<route>-<namespace>) for the namespace (see route_name_limit)."""
+        host = self.config.inference.route.host
+        return object_name(self.name, "api", DNS_SUBDOMAIN_MAX if host else route_name_limit(self.namespace))
+
+    def job_name(self, submission: str) -> str:
+        """The Job of one submission: ``<name>-<submission id>``, shortened to fit JOB_NAME_MAX."""
+        return object_name(self.name, submission, JOB_NAME_MAX)
+
+    @property
+    def job_prefix(self) -> str:
+        """What the name of every submission's Job starts with, before ``-<submission id>``."""
+        return object_name(self.name, "", JOB_NAME_MAX - JOB_NAME_SUFFIX_LEN)
+
+    @property
+    def shortened_names(self) -> list[tuple[str, str, str]]:
+        """(object, ``<name>-<suffix>``, the name it has) for each name shortened to fit its kind."""
+        names = [("ConfigMap", f"{self.name}-config", self.config_map),
+                 ("PersistentVolumeClaim", f"{self.name}-workspace", self.workspace_claim)]
+        if self.is_job:
+            names.append(("Job of each submission", f"{self.name}-<submission id>", f"{self.job_prefix}-<submission id>"))
+        if self.is_job and self.multi_node:
+            names.append(("headless Service", f"{self.name}-nodes", self.headless_service))
+        if self.route:
+            names.append(("Route", f"{self.name}-api", self.route_name))
+        return [n for n in names if n[1] != n[2]]
 
     def labels(self, component: str) -> dict[str, str]:
         return {
+            "app": self.name,  # what `oc get jobs -l app=NAME` looks for (the seeds' habit); selectors leave it out
             "app.kubernetes.io/name": self.name,
             "app.kubernetes.io/instance": self.name,
             "app.kubernetes.io/component": component,
@@ -152,7 +232,12 @@ class Blueprint:
         img = self.config.image
         if img.build:
             return f"{self.name}:latest"  # resolved through the ImageStream's local lookup
-        return img.name or img.base or ""
+        return img.name or img.base or ""  # run as it is (vLLM's own image for the included server on vLLM)
+
+    @property
+    def image_pull_secrets(self) -> list[dict[str, str]]:
+        secret = self.config.image.pull_secret
+        return [{"name": secret}] if secret else []
 
     @property
     def pod_annotations(self) -> dict[str, str]:
@@ -176,7 +261,21 @@ class Blueprint:
     # ------------------------------------------------------------------ command
     @property
     def working_dir(self) -> str:
+        """Where the application runs: its run's snapshot when it has one, else the configured folder."""
+        return self.run_dir or self.configured_working_dir
+
+    @property
+    def configured_working_dir(self) -> str:
+        """application.runtime.working_dir, or /workspace/<name>: where deploy copies workspace/."""
         return self.config.application.runtime.working_dir or f"{WORKSPACE_MOUNT}/{self.name}"
+
+    @property
+    def code_from_workspace(self) -> bool:
+        """The application runs code from workspace/ (a single file or a directory) in a folder on
+        the volume: what submit snapshots for each run."""
+        app = self.config.application
+        return (app.enabled and app.type in ("single_file", "directory")
+                and self.configured_working_dir.startswith(WORKSPACE_MOUNT + "/"))
 
     def _in_workdir(self, path: str) -> str:
         if path.startswith("/"):
@@ -207,6 +306,8 @@ class Blueprint:
         """(the words this tool puts first, the user's arguments)."""
         app = self.config.application
         args = self.user_argv if extra_args is None else list(extra_args)
+        if self.config.stock_vllm:
+            return self.vllm_command, args  # vLLM's own server; the user's arguments are vLLM's
         if app.type == "model_server":
             return ["python3", "-m", "runtime", "serve", "--config", CONFIG_PATH_IN_POD], args
         if app.type == "batch_inference":
@@ -221,6 +322,17 @@ class Blueprint:
                          "--master-addr", "$(MASTER_ADDR)", "--master-port", "$(MASTER_PORT)"]
             return ["torchrun", *dist, entry], args
         return ["python3", entry], args
+
+    @cached_property
+    def vllm_command(self) -> list[str]:
+        """``vllm serve MODEL ...``: vLLM's server with the arguments the included runtime would
+        give it (runtime/engine_vllm.py maps them, one place); the API key stays in the
+        environment (VLLM_API_KEY, from the Secret), never on the command line."""
+        from runtime.engine_vllm import cli_command
+        from runtime.settings import EngineSettings, ServeSettings
+
+        inf = self.config.inference
+        return cli_command(ServeSettings.model_validate({k: getattr(inf, k) for k in EngineSettings.model_fields}))
 
     def app_argv(self, extra_args: list[str] | None = None) -> list[str]:
         """The application's words as the process sees them (what ``run-app`` executes too)."""
@@ -294,6 +406,7 @@ class Blueprint:
             {"name": "DO_NOT_TRACK", "value": "1"},
             {"name": "MLSHIFT_APP", "value": self.name},
             {"name": "MLSHIFT_CONFIG", "value": CONFIG_PATH_IN_POD},
+            *([{"name": "MLSHIFT_SNAPSHOT", "value": posixpath.basename(self.run_dir)}] if self.run_dir else []),
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
         ]
@@ -406,6 +519,16 @@ class Blueprint:
     @property
     def job_ttl_seconds(self) -> int:
         return 7 * 24 * 3600
+
+    @property
+    def rank_affinity(self) -> dict[str, Any] | None:
+        """Multi-node: no two ranks on one node (required pod anti-affinity by hostname). A pod
+        template cannot name its own Job, so the selector is this application's job pods: two
+        runs of it at the same time do not share nodes either."""
+        if not self.multi_node:
+            return None
+        return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": self.selector("job")}, "topologyKey": "kubernetes.io/hostname"}]}}
 
     # ------------------------------------------------------------------ what gets rendered
     @property

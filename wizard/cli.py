@@ -8,6 +8,7 @@ are what the generated scripts call.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Sequence
@@ -15,7 +16,8 @@ from typing import Callable, Sequence
 from .errors import ConfigError, MlshiftError, UserError
 from .paths import DEFAULT_DEPLOYMENTS
 
-PROG = "python -m wizard"
+# How the user started this program: the installed `mlshift` command, or python -m wizard.
+PROG = "mlshift" if os.path.basename(sys.argv[0]) == "mlshift" else "python -m wizard"
 
 
 class Parser(argparse.ArgumentParser):
@@ -25,9 +27,10 @@ class Parser(argparse.ArgumentParser):
         self.exit(2, f"error: {message} (see {self.prog} --help)\n")
 
 
-def _deployment_arg(p: argparse.ArgumentParser) -> None:
+def _deployment_arg(p: argparse.ArgumentParser, *, hidden: bool = False) -> None:
+    """``hidden``: a generated script fills it in, so its usage and help leave it out."""
     p.add_argument("deployment", metavar="DEPLOYMENT_DIR", type=Path,
-                   help="the deployment folder (or its name under deployments/)")
+                   help=argparse.SUPPRESS if hidden else "the deployment folder (or its name under deployments/)")
 
 
 def resolve_deployment(path: Path) -> Path:
@@ -62,6 +65,9 @@ def cmd_new(args: argparse.Namespace) -> int:
     answers = Answers.gather(target, name=args.name, answers_file=args.answers, sets=args.set or [], preset=args.preset)
     if interactive:
         if not sys.stdin.isatty() or not sys.stdout.isatty():
+            if args.preset and not args.interactive:
+                raise UserError(f"no terminal to ask preset {args.preset}'s questions on; add --defaults to take its answers "
+                                "as they are, or --set key=value")
             raise UserError("no terminal to ask questions on; pass --defaults, --answers FILE or --set key=value")
         from .dialogue import run_dialogue
 
@@ -87,10 +93,21 @@ def cmd_new(args: argparse.Namespace) -> int:
 
         custom_dir = None if deployments_dir.resolve() == DEFAULT_DEPLOYMENTS.resolve() else deployments_dir
         print("\nThe same answers without questions:")
-        print("  " + equivalent_command(config, args.name, deployments_dir=custom_dir, prog=PROG))
+        print("  " + without_questions(equivalent_command(config, args.name, deployments_dir=custom_dir, prog=PROG)))
     if not args.dry_run:
         _next_steps(outcome.target, outcome.config)
     return 0
+
+
+def without_questions(command: str) -> str:
+    """``new NAME --preset P`` alone asks the preset's questions on a terminal: with nothing else
+    given, the command that asks none takes ``--defaults`` too."""
+    import shlex
+
+    words = shlex.split(command)
+    if "--preset" in words and not {"--set", "--answers", "--defaults"} & set(words):
+        return f"{command} --defaults"
+    return command
 
 
 def _shown(path: Path) -> str:
@@ -175,8 +192,13 @@ def cmd_operation(args: argparse.Namespace) -> int:
 
 # --------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog=PROG, description="Scaffold, validate and operate OpenShift GPU deployments.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    from .verbs import SCRIPT_ENV, VERBS
+
+    # Run by a generated script (it names itself in SCRIPT_ENV): its verb's usage, help and errors
+    # name the script, and leave out the deployment folder, which the script fills in itself.
+    script = next((v.file for v in VERBS if v.file == os.environ.get(SCRIPT_ENV)), None)
+    parser = Parser(prog=f"scripts/{script}" if script else PROG, description="Scaffold, validate and operate OpenShift GPU deployments.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser, prog=PROG)
     sub.required = True
 
     p = sub.add_parser("new", help="create or update deployments/NAME from answers",
@@ -185,7 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("name", metavar="NAME", nargs="?", help="deployment folder and default application name")
     p.add_argument("--answers", type=Path, metavar="FILE", help="a (partial) config.yaml with the answers")
     p.add_argument("--set", action="append", metavar="KEY=VALUE", help="one answer, e.g. resources.gpus=2 (repeatable)")
-    p.add_argument("--preset", metavar="PRESET", help="start from a preset's answers (see --list-presets)")
+    p.add_argument("--preset", metavar="PRESET",
+                   help="start from a preset's answers (see --list-presets); on a terminal it asks the preset's few "
+                        "questions, unless --defaults or --set is given")
     p.add_argument("--list-presets", action="store_true", help="list the presets and exit")
     p.add_argument("--defaults", action="store_true", help="take defaults for everything not given; never ask")
     p.add_argument("-i", "--interactive", action="store_true", help="ask questions even when answers are given")
@@ -213,11 +237,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", type=Path, default=None, metavar="DIR")
     p.set_defaults(func=cmd_docs)
 
-    from .verbs import VERBS
-
     for verb in VERBS:
-        p = sub.add_parser(verb.name, help=verb.summary[0].lower() + verb.summary[1:].rstrip("."), description=verb.summary)
-        _deployment_arg(p)
+        from_script = script == verb.file
+        p = sub.add_parser(verb.name, help=verb.summary[0].lower() + verb.summary[1:].rstrip("."), description=verb.summary,
+                           prog=f"scripts/{verb.file}" if from_script else None)
+        _deployment_arg(p, hidden=from_script)
         verb.add_arguments(p)
         p.set_defaults(func=cmd_operation, verb=verb.name)
     return parser

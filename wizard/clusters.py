@@ -1,4 +1,5 @@
-"""Cluster profiles: GPU resource name, tolerations, storage class, GPU product per cluster."""
+"""Cluster profiles: GPU resource name, tolerations, storage classes (one for volumes several nodes
+mount at once), GPU product per cluster."""
 
 from __future__ import annotations
 
@@ -31,6 +32,9 @@ class ClusterProfile(BaseModel):
     gpu_tolerations: list[Toleration] = Field(default_factory=list)
     gpu_product: str | None = None
     storage_class: str | None = None
+    # A StorageClass whose volumes several nodes mount at once (ReadWriteMany: CephFS, NFS...);
+    # empty where none is known. Volumes that several pods use at once are created in it.
+    rwx_storage_class: str | None = None
 
 
 @lru_cache(maxsize=None)

@@ -36,12 +36,14 @@ from runtime.settings import BatchSettings, Engine, EngineSettings, choice, squa
 from . import quantity
 
 SCHEMA_VERSION = 1
-NAME_MAX = 40  # leaves room for suffixes: "-workspace", job submission ids, pod hashes
+NAME_MAX = 63  # a DNS label; objects whose name adds a suffix are shortened to fit (blueprint.object_name)
 NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
 SECRET_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_GPUS_PER_NODE = 16
-VLLM_IMAGE = "docker.io/vllm/vllm-openai:v0.11.0"
+# vLLM's own image, the one place its release is pinned: the included server on vLLM runs it as
+# it is. A deployment moves to another release or registry with image.base (or image.mirror).
+VLLM_IMAGE = "docker.io/vllm/vllm-openai:v0.31.0"
 PYTORCH_IMAGE = "docker.io/pytorch/pytorch:2.5.1-cuda12.4-cudnn9-runtime"
 CPU_IMAGE = "docker.io/library/python:3.11-slim"
 
@@ -277,11 +279,17 @@ class Resources(Strict):
 
 # --------------------------------------------------------------------------- image
 class Image(Strict):
-    """The container image: built on the cluster from a base image, or a prebuilt one."""
+    """The container image: built on the cluster from a base image, or one run as it is."""
 
-    build: bool = Field(True, description="Build an image on the cluster (BuildConfig) from `base` with the requirements and the included runtime.")
+    build: bool | None = Field(
+        None,
+        description="Build an image on the cluster (BuildConfig) from `base` with the requirements and the included runtime. "
+                    "Default true, except for the included server on vLLM without requirements: it runs vLLM's own image as it is.",
+    )
     base: str | None = Field(None, description="Base image; default follows the engine: vLLM's image for vLLM, a CUDA PyTorch image for GPUs, Python otherwise.")
-    name: str | None = Field(None, description="Prebuilt image to run when `build` is false (default: `base`).")
+    name: str | None = Field(None, description="Image to run as it is when `build` is false (default: `base`); for the included runtime, one that has it (built from this deployment's Containerfile).")
+    mirror: str | None = Field(None, description="Registry (host[:port][/path]) to pull the default images from instead of docker.io, e.g. a disconnected cluster's mirror; a `base` you give is used as given.")
+    pull_secret: str | None = Field(None, description="Secret (type kubernetes.io/dockerconfigjson) the pods pull the image with (`imagePullSecrets`), and the build its base image; empty for none.")
     pull_policy: Annotated[Literal["IfNotPresent", "Always", "Never"], choice("IfNotPresent", "Always", "Never")] = "IfNotPresent"
 
     @field_validator("base", "name")
@@ -290,6 +298,26 @@ class Image(Strict):
         if v is not None and not re.match(r"^[A-Za-z0-9][A-Za-z0-9._/:@-]*$", v):
             raise ValueError(f"{v!r} is not an image reference such as quay.io/org/image:tag")
         return v
+
+    @field_validator("mirror")
+    @classmethod
+    def _mirror(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        v = v.rstrip("/")
+        if not re.match(r"^[A-Za-z0-9][A-Za-z0-9.-]*(:[0-9]+)?(/[A-Za-z0-9][A-Za-z0-9._-]*)*$", v):
+            raise ValueError(f"{v!r} is not a registry such as registry.example.com:5000 or quay.io/my-mirror")
+        return v
+
+    @field_validator("pull_secret")
+    @classmethod
+    def _pull_secret(cls, v: str | None) -> str | None:
+        return check_secret_name(v or None)
+
+
+def mirrored(ref: str, mirror: str | None) -> str:
+    """``ref`` (docker.io/org/image:tag) pulled from ``mirror`` instead: mirror/org/image:tag."""
+    return f"{mirror}/{ref.split('/', 1)[1]}" if mirror else ref
 
 
 # --------------------------------------------------------------------------- inference
@@ -375,9 +403,9 @@ class Batch(BatchSettings, Strict):
 # --------------------------------------------------------------------------- monitoring, experiments
 class Monitoring(Strict):
     type: Annotated[Literal["inference", "training", "none"], choice("inference", "training", "none")] | None = Field(
-        None, description="What the dashboards look at; default follows the application."
+        None, description="What the application is (inference, training or none), recorded in the config the pods read; nothing in mlshift acts on it yet. Default follows the application."
     )
-    metrics: list[str] = Field(default_factory=list, description="Metrics to show in status and compare-experiments.")
+    metrics: list[str] = Field(default_factory=list, description="Metric names compare-experiments reads from the last lines of each job's log, after experiment.sweep.metric (--metric replaces both).")
     service_monitor: bool = Field(False, description="Create a ServiceMonitor so the cluster's user-workload Prometheus scrapes the server.")
 
 
@@ -460,6 +488,8 @@ class Secrets(Strict):
 
 # --------------------------------------------------------------------------- the whole file
 VLLM_MARKERS = ("vllm.entrypoints", "vllm serve", "vllm ")
+# Top-level keys of the earlier guides (seed 001) -> (section, key) they are read as.
+LEGACY_KEYS: dict[str, tuple[str, str]] = {"experiment_tracking": ("experiment", "tracking")}
 
 
 class Config(Strict):
@@ -478,6 +508,31 @@ class Config(Strict):
 
     # The dotted paths derive() filled in (see DERIVED): the values that follow other answers.
     _derived: frozenset[str] = PrivateAttr(default=frozenset())
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_keys(cls, data: Any) -> Any:
+        """Spellings of the earlier guides read as today's keys (LEGACY_KEYS), silently; the
+        wizard writes today's. A key given both ways keeps today's spelling's value."""
+        if not isinstance(data, dict) or not any(old in data for old in LEGACY_KEYS):
+            return data
+        data = dict(data)
+        for old, (section, key) in LEGACY_KEYS.items():
+            if old not in data:
+                continue
+            target = data.get(section)
+            target = {} if target is None else target
+            if not isinstance(target, dict):
+                continue  # the section's own error is the one to show
+            value, current = data.pop(old), target.get(key)
+            if value is None:
+                continue  # an empty section says nothing
+            if isinstance(value, dict) and isinstance(current, dict):
+                value = {**value, **current}
+            elif current is not None:
+                value = current
+            data[section] = {**target, key: value}
+        return data
 
     @field_validator("version")
     @classmethod
@@ -506,6 +561,12 @@ class Config(Strict):
             return self.inference.engine == "vllm"
         cmd = (self.application.source.command or "") if self.application.type == "custom_command" else ""
         return any(m in cmd + " " for m in VLLM_MARKERS)
+
+    @property
+    def stock_vllm(self) -> bool:
+        """The included server on vLLM without a build: the pods run vLLM's own image as it is,
+        vLLM's server its command (arguments rendered from config.yaml), nothing of ours inside."""
+        return self.application.type == "model_server" and self.inference.engine == "vllm" and not self.image.build
 
     @property
     def multi_node(self) -> bool:
@@ -568,12 +629,15 @@ class Config(Strict):
             fail("inference.tensor_parallel_size", f"{tp} is more than the {res.gpus} GPU(s) in resources.gpus")
         if self.uses_runtime and inf.engine == "transformers" and tp > 1:
             fail("inference.tensor_parallel_size", "the transformers engine runs on one device; use engine: vllm to split a model over GPUs")
-        if self.serves:
-            replicas_max = max(inf.replicas, inf.autoscaling.max_replicas if inf.autoscaling.enabled else 0)
-            if replicas_max > 1 and res.storage.access_mode == "ReadWriteOnce":
-                fail("resources.storage.access_mode", f"{replicas_max} replicas on several nodes cannot share a ReadWriteOnce volume; use ReadWriteMany or one replica")
-            if inf.autoscaling.enabled and res.gpus:
-                pass  # allowed: CPU utilisation is a rough but real signal; documented in docs/modes/auto_start.md
+        if (sharing := pods_sharing_volume(self)).shared and res.storage.access_mode == "ReadWriteOnce":
+            fail("resources.storage.access_mode", sharing.refusal(self))
+        if self.serves and inf.route.enabled and not inf.route.host and self.deployment.namespace and app.name:
+            from .blueprint import route_host_problem  # the names are the blueprint's (imported late: it imports this module)
+
+            if problem := route_host_problem(app.name, self.deployment.namespace):
+                fail("inference.route.host", problem)
+        if self.serves and inf.autoscaling.enabled and res.gpus:
+            pass  # allowed: CPU utilisation is a rough but real signal; documented in docs/modes/auto_start.md
         if self.monitoring.service_monitor and not (self.serves and inf.metrics):
             fail("monitoring.service_monitor", "a ServiceMonitor needs a served application with inference.metrics set")
         sweep = self.experiment.sweep
@@ -587,9 +651,97 @@ class Config(Strict):
         tr = self.experiment.tracking
         if tr.enabled and tr.backend == "mlflow" and not tr.uri:
             fail("experiment.tracking.uri", "the mlflow backend needs the tracking server's URI")
+        img = self.image
+        if self.uses_runtime and not img.build and not self.stock_vllm and not img.name:
+            fail("image.build", f"false runs {img.base} as it is, and the included runtime ({app.type} on {inf.engine}) is not in it: "
+                                "set image.build: true, or image.name to an image built from this deployment's Containerfile "
+                                "(e.g. the ImageStream tag an earlier deploy built)")
+        if self.uses_runtime and not img.build and app.requirements:
+            fail("application.requirements", "requirements are installed when the image is built; with image.build: false "
+                                             "nothing installs them (set image.build: true, or remove requirements)")
         if errors:
             raise ValueError("\n".join(errors))
         return self
+
+
+# --------------------------------------------------------------------------- a volume several pods use at once
+@dataclass(frozen=True)
+class VolumeSharing:
+    """The pods that use the workspace volume at the same time (see :func:`pods_sharing_volume`)."""
+
+    pods: int  # how many mount it at once
+    why: str  # what makes them that many, for a message: "3 replicas on several nodes"
+    otherwise: str  # the way out that keeps one pod at a time: "one replica"
+
+    @property
+    def shared(self) -> bool:
+        """Several pods use it at once: it must be ReadWriteMany."""
+        return self.pods > 1
+
+    def refusal(self, c: "Config") -> str:
+        """Why a ReadWriteOnce volume cannot do, and the ways out, in one line."""
+        rwx = rwx_storage_class(c)
+        if rwx is None:
+            cls = (f"a storage_class that offers it (the cluster profile {c.deployment.cluster!r} "
+                   "names no rwx_storage_class)")
+        else:
+            cls = f"a storage_class that offers it (leave both out to get the profile's {rwx})"
+        return (f"{self.why} cannot share a ReadWriteOnce volume: it attaches to one node at a time and the other "
+                f"pods wait for it; set access_mode: ReadWriteMany with {cls}, or use {self.otherwise}")
+
+
+def pods_sharing_volume(c: "Config") -> VolumeSharing:
+    """The pods that use the workspace volume at the same time, and why: the replicas of a served
+    application (the most autoscaling allows); for jobs, the pods of one run (deployment.num_nodes
+    of a multi-node job) times the runs of a sweep that go at once (experiment.parallelism, at
+    most the sweep's runs). More than one needs ReadWriteMany: a ReadWriteOnce volume attaches to
+    one node, and a pod on another node waits until it is free (for ever, when rank 0 of a
+    multi-node job holds it while it waits for the other ranks).
+
+    The one place that answers "which pods share the volume at once": the rules refuse
+    ReadWriteOnce then, and DERIVED makes it ReadWriteMany where the cluster profile has a class."""
+    inf, exp, mode = c.inference, c.experiment, c.application.execution.mode
+    if c.serves:
+        n = max(inf.replicas, inf.autoscaling.max_replicas if inf.autoscaling.enabled else 0)
+        return VolumeSharing(n, f"{n} replicas on several nodes", "one replica")
+    if mode != "job":
+        return VolumeSharing(1, "one pod", "")
+    nodes = (c.deployment.num_nodes or 1) if c.multi_node else 1
+    sweep, runs = exp.sweep, 1
+    if sweep is not None and sweep.parameters and exp.parallelism > 1:
+        runs = min(exp.parallelism, sweep.size, sweep.max_runs or sweep.size)
+    if runs > 1 and nodes > 1:
+        return VolumeSharing(runs * nodes, f"{runs} sweep runs at once (experiment.parallelism) of {nodes} pods each "
+                                           "(deployment.num_nodes)", "experiment.parallelism: 1 and deployment.mode: single-node")
+    if runs > 1:
+        return VolumeSharing(runs, f"{runs} sweep runs at once (experiment.parallelism)", "experiment.parallelism: 1")
+    if nodes > 1:
+        return VolumeSharing(nodes, f"the {nodes} pods of a multi-node run (deployment.num_nodes)",
+                             "deployment.mode: single-node")
+    return VolumeSharing(1, "one pod", "")
+
+
+def rwx_storage_class(c: "Config") -> str | None:
+    """The cluster profile's class for volumes several nodes mount at once (None: none known,
+    or the profile is unknown, which is reported where the profile is read)."""
+    from .clusters import profiles  # imported late: clusters reads YAML through the loader, which imports this module
+
+    found = profiles().get(c.deployment.cluster)
+    return found.rwx_storage_class if found is not None else None
+
+
+def _shared_access_mode(c: "Config") -> str | None:
+    # ReadWriteMany when pods share the volume at once and the profile has a class for it, unless
+    # the user chose the storage class (it may not offer ReadWriteMany: the rules then ask).
+    if pods_sharing_volume(c).shared and rwx_storage_class(c) and not given(c, "resources.storage.storage_class"):
+        return "ReadWriteMany"
+    return None
+
+
+def _shared_storage_class(c: "Config") -> str | None:
+    # The profile's ReadWriteMany class for a ReadWriteMany volume (chosen or derived): its
+    # default class (often block storage) may offer only ReadWriteOnce.
+    return rwx_storage_class(c) if c.resources.storage.access_mode == "ReadWriteMany" else None
 
 
 # --------------------------------------------------------------------------- derived values
@@ -625,9 +777,13 @@ DERIVED: tuple[Derived, ...] = (
             lambda c: max(1, c.resources.gpus) if c.uses_runtime and c.inference.engine == "vllm" else None),
     Derived("inference.readiness_check", "inference.engine and health_check",
             lambda c: "/ready" if c.uses_runtime and c.inference.engine == "transformers" else c.inference.health_check),
+    Derived("image.build", "application.type, inference.engine and requirements",
+            lambda c: not (c.application.type == "model_server" and c.inference.engine == "vllm" and not c.application.requirements)),
     Derived("image.base", "the engine and resources.gpus",
-            lambda c: VLLM_IMAGE if c.runs_vllm else (PYTORCH_IMAGE if c.resources.gpus else CPU_IMAGE)),
+            lambda c: mirrored(VLLM_IMAGE if c.runs_vllm else (PYTORCH_IMAGE if c.resources.gpus else CPU_IMAGE), c.image.mirror)),
     Derived("monitoring.type", "the application", _monitoring_type),
+    Derived("resources.storage.access_mode", "the pods that share it at once and the cluster profile", _shared_access_mode),
+    Derived("resources.storage.storage_class", "access_mode and the cluster profile", _shared_storage_class),
     Derived("experiment.tracking.project", "application.name",
             lambda c: c.application.name if c.experiment.tracking.enabled else None),
 )

@@ -64,7 +64,8 @@ PRESETS: tuple[Preset, ...] = (
                 "source": {"path": "train.py"},
                 "execution": {"mode": "job", "arguments": "--epochs 20"},
             },
-            "resources": {"gpus": 1},
+            # two runs at once use the workspace at once: ReadWriteMany (docs/configuration.md)
+            "resources": {"gpus": 1, "storage": {"access_mode": "ReadWriteMany"}},
             "experiment": {
                 "tracking": {"enabled": True, "backend": "wandb"},
                 "sweep": {"method": "grid", "parameters": {"lr": [0.0001, 0.001, 0.01]}},

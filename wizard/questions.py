@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any, Callable, Iterable
 
-from .config import APP_TYPES, DERIVED_PATHS, EXEC_MODES, Application, Config, Inference, Source, squash
+from .config import APP_TYPES, DERIVED_PATHS, EXEC_MODES, Application, Config, Inference, Source, pods_sharing_volume, squash
 from .errors import ConfigError
 from .loader import MISSING, del_path, get_path, set_path, validate
 
@@ -116,6 +116,14 @@ class Draft:
     @property
     def sweeping(self) -> bool:
         return isinstance(self.get("experiment.sweep"), dict)
+
+    @property
+    def shares_volume(self) -> bool:
+        """Several pods use the workspace volume at once (the model's own pods_sharing_volume)."""
+        try:
+            return pods_sharing_volume(validate(self.data, source="answers", checks=False)).shared
+        except ConfigError:
+            return False
 
 
 # --------------------------------------------------------------------------- questions
@@ -330,7 +338,7 @@ QUESTIONS: tuple[Question, ...] = (
     Question("inference.autoscaling.max_replicas", INF, "Most replicas", "int",
              applies=lambda v: v.serves and v.on("inference.autoscaling.enabled")),
     Question("resources.storage.access_mode", INF, "Workspace volume access", "select",
-             applies=lambda v: v.serves and (v.int("inference.replicas") > 1 or v.on("inference.autoscaling.enabled")),
+             applies=lambda v: v.serves and v.shares_volume,
              choices=lambda v: [("ReadWriteMany", "ReadWriteMany: shared by pods on several nodes"),
                                 ("ReadWriteOnce", "ReadWriteOnce: one node at a time")]),
     Question("inference.api_key_secret", INF, "Secret with the API key clients must send", nullable=True,
@@ -372,6 +380,12 @@ QUESTIONS: tuple[Question, ...] = (
              applies=lambda v: v.mode == "job" and v.user_app and v.sweeping),
     # ---- cluster
     Question("deployment.cluster", CLU, "Cluster profile", "select", choices=_cluster_choices),
+    # Jobs whose pods share the volume at once (multi-node, a sweep's parallel runs); asked after
+    # the profile, whose rwx_storage_class makes ReadWriteMany the default. Replicas: above.
+    Question("resources.storage.access_mode", CLU, "Workspace volume access", "select",
+             applies=lambda v: not v.serves and v.shares_volume,
+             choices=lambda v: [("ReadWriteMany", "ReadWriteMany: the job's pods use it at once, on several nodes"),
+                                ("ReadWriteOnce", "ReadWriteOnce: one node at a time")]),
     Question("deployment.namespace", CLU, "Namespace (OpenShift project)", nullable=True,
              hint="(empty: the current oc project)"),
 )

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -29,12 +30,49 @@ from .config import Config, json_schema
 from .errors import UserError
 from .files import (STATE_FILE, check_destinations, matches_record, new_folder, read_state, removal_verdict, remove_file,
                     sha256_text, state_text, write_file)
-from .loader import dump_config, dump_user_config
+from .loader import HEADER, SCHEMA_COMMENT, dump_config, dump_user_config
 from .paths import CACHE, TEMPLATES
 from .verbs import VERBS
 
 SCHEMA_FILE = "config.schema.json"
 CONFIG_FILE = "config.yaml"
+HEADER_NOTE = "its header comment lines put back; the rest is as you left it"
+
+
+def config_header_restored(target: Path) -> str | None:
+    """config.yaml with the wizard's header comment lines (the editor's schema line, "Written by
+    mlshift") put back at the top, where a tool that drops comments (``yq -yi``) removed them;
+    None when nothing is missing, or when config.yaml is not a plain UTF-8 file.
+
+    The one change rendering makes to config.yaml: the missing lines are prepended (after a
+    byte-order mark, before the rest), and every other byte stays the user's. A line of the
+    same kind the user changed (another ``$schema=``) counts as present.
+    """
+    path = target / CONFIG_FILE
+    try:
+        if not stat.S_ISREG(os.lstat(path).st_mode):
+            return None
+        text = path.read_bytes().decode("utf-8")
+    except (OSError, UnicodeDecodeError):
+        return None
+    bom = "\ufeff" if text.startswith("\ufeff") else ""
+    body = text[len(bom):]
+    lines = body.splitlines(keepends=True)
+    leading = []
+    for line in lines:  # the comment lines on top (blank lines among them)
+        if line.strip() and not line.lstrip().startswith("#"):
+            break
+        leading.append(line.strip())
+    ours = [SCHEMA_COMMENT.format(SCHEMA_FILE), HEADER]
+    kinds = [SCHEMA_COMMENT.split("$")[0].strip(), HEADER.split(";")[0].strip()]  # how each line starts
+    missing = [line for line, kind in zip(ours, kinds) if not any(c.startswith(kind) for c in leading)]
+    if not missing:
+        return None
+    newline = "\r\n" if lines and lines[0].endswith("\r\n") else "\n"
+    missing = [line.rstrip("\n") + newline for line in missing]
+    if len(missing) == 1 and missing[0].startswith(kinds[1]) and lines[0].strip().startswith(kinds[0]):
+        return bom + lines[0] + missing[0] + "".join(lines[1:])  # "Written by" goes under the schema line
+    return bom + "".join(missing) + body
 
 
 # --------------------------------------------------------------------------- jinja
@@ -279,6 +317,8 @@ def plan_writes(target: Path, files: dict[str, tuple[str, int]], *, force: bool 
             reports.append(FileReport(rel, "changed"))
         else:
             reports.append(FileReport(rel, "kept", f"you edited it; the new version is in {rel}.new"))
+    if CONFIG_FILE not in files and config_header_restored(target) is not None:
+        reports.append(FileReport(CONFIG_FILE, "changed", HEADER_NOTE))
     check_destinations(target, [r.path + ".new" if r.status == "kept" else r.path for r in reports if r.status != "unchanged"])
     if state.ignored:
         reports.append(FileReport(STATE_FILE, "ignored", state.note()))
@@ -309,6 +349,11 @@ def _apply(target: Path, files: dict[str, tuple[str, int]], reports: list[FileRe
         if r.status == "removed":
             if remove_file(target, r.path, state.get(r.path, "")):
                 state.pop(r.path, None)
+            continue
+        if r.path == CONFIG_FILE and r.path not in files:
+            restored = config_header_restored(target)  # read again: the user's bytes as they are now
+            if restored is not None:
+                write_file(target, CONFIG_FILE, restored, stat.S_IMODE(os.lstat(target / CONFIG_FILE).st_mode))
             continue
         if r.path not in files:
             continue

@@ -9,7 +9,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from .config import DERIVED, Config
+from .config import DERIVED, Config, pods_sharing_volume
 from .errors import ConfigError
 from .loader import MISSING, Answers, chosen_answers, enclosing_sections, flatten, get_path, is_follows_comment, validate
 from .questions import show_parameters
@@ -38,7 +38,7 @@ MODE_WORDS = {
 
 
 def summary_lines(config: Config, name: str, target: Path, *, force: bool, old: Config | None) -> list[str]:
-    from .blueprint import Blueprint
+    from .blueprint import ROUTE_NAMESPACE_ROOM, Blueprint
     from .render import plan_writes, render_files
 
     plan = Blueprint(config, name)
@@ -49,6 +49,9 @@ def summary_lines(config: Config, name: str, target: Path, *, force: bool, old: 
     gpu = f"{res.gpus} GPU{'s' if res.gpus != 1 else ''}" + (f" ({res.gpu_product})" if res.gpus and res.gpu_product else "")
     lines.append(f"  Resources    {gpu}, {res.cpu} CPU, {res.memory} memory, {res.shm_size} shared memory{nodes}; "
                  f"{res.storage.size} workspace volume ({res.storage.access_mode})")
+    if "resources.storage.access_mode" in config.derived_paths:
+        lines.append(f"  Volume       ReadWriteMany in {res.storage.storage_class}, the cluster profile's class for it: "
+                     f"{pods_sharing_volume(config).why} share it (it follows them)")
     if config.serves:
         scale = (f"{inf.autoscaling.min_replicas}-{inf.autoscaling.max_replicas} replicas (autoscaled)"
                  if inf.autoscaling.enabled else f"{inf.replicas} replica{'s' if inf.replicas != 1 else ''}")
@@ -70,6 +73,11 @@ def summary_lines(config: Config, name: str, target: Path, *, force: bool, old: 
     lines.append(f"  Cluster      {config.deployment.cluster}, namespace "
                  f"{config.deployment.namespace or '(the current oc project)'}; image "
                  f"{'built on the cluster from ' + str(config.image.base) if config.image.build else plan.image}")
+    for what, plain, actual in plan.shortened_names:
+        lines.append(f"  Name         {what} {actual} (shortened from {plain} to fit Kubernetes' limits)")
+        if what == "Route" and not plan.namespace:
+            lines.append(f"               its host {actual}-<namespace> fits a namespace of up to {ROUTE_NAMESPACE_ROOM} "
+                         "characters; set deployment.namespace to size it for yours")
     if plan.secrets:
         names = ", ".join(f"{s['name']} ({s['key']}{', optional' if s['required'] == 'no' else ''})" for s in plan.secrets)
         lines.append(f"  Secrets      {names}: you create them (commands printed at the end); no value is asked for or stored")

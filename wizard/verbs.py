@@ -35,21 +35,36 @@ def _port(text: str) -> int:
     return value
 
 
-def _words_after_double_dash(p: argparse.ArgumentParser, dest: str) -> None:
-    """Everything after the first ``--`` goes to ``dest`` as it is, wherever the options are.
+WORDS_AFTER_DOUBLE_DASH = "mlshift_words_after_double_dash"  # the parser's attribute: where the words after -- go
 
-    argparse alone would give the positional list its (empty) value as soon as it sees the
-    deployment folder, and then refuse the words after ``--``.
+
+def _any_order(p: argparse.ArgumentParser) -> None:
+    """Options and positionals in any order (``logs.sh -f JOB`` as ``logs.sh JOB -f``), and
+    everything after the first ``--`` to the verb's application words as it is (see
+    :func:`_app_arguments`), wherever the options are.
+
+    argparse alone gives an optional positional its (empty) value as soon as it sees the
+    deployment folder, and then refuses a later JOB, ``down`` or the words after ``--``; its
+    intermixed parsing reads the options first and the positionals after.
     """
-    parse = p.parse_known_args
+    plain = p.parse_known_args
+    inside = False
 
     def parse_known_args(args=None, namespace=None):  # type: ignore[no-untyped-def]
+        nonlocal inside
+        if inside:  # argparse's intermixed parsing calls back in (Python < 3.13)
+            return plain(args, namespace)
         words = list(sys.argv[1:] if args is None else args)
+        dest = getattr(p, WORDS_AFTER_DOUBLE_DASH, None)
         tail: list[str] = []
-        if "--" in words:
+        if dest and "--" in words:
             i = words.index("--")
             words, tail = words[:i], words[i + 1:]
-        ns, extras = parse(words, namespace)
+        inside = True
+        try:
+            ns, extras = p.parse_known_intermixed_args(words, namespace)
+        finally:
+            inside = False
         if tail:
             setattr(ns, dest, list(getattr(ns, dest, None) or []) + tail)
         return ns, extras
@@ -60,12 +75,18 @@ def _words_after_double_dash(p: argparse.ArgumentParser, dest: str) -> None:
 def _app_arguments(p: argparse.ArgumentParser, what: str, dest: str = "arguments", metavar: str = "ARG") -> None:
     p.add_argument(dest, nargs="*", metavar=metavar,
                    help=f"after --: {what}, word for word (quotes, $ and newlines are kept as they are)")
-    _words_after_double_dash(p, dest)
+    setattr(p, WORDS_AFTER_DOUBLE_DASH, dest)
 
 
 def _sets(p: argparse.ArgumentParser, scope: str) -> None:
     p.add_argument("--set", action="append", metavar="KEY=VALUE",
                    help=f"override a config.yaml value for {scope} only, e.g. resources.gpus=2 (repeatable; config.yaml is not changed)")
+
+
+def _model(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--model", metavar="NAME",
+                   help="the model name to ask for (default: inference.served_model_name or inference.model, a custom "
+                        "command's --served-model-name or --model, else the first the server lists at /v1/models)")
 
 
 def _forwarded(p: argparse.ArgumentParser) -> None:
@@ -97,6 +118,12 @@ def _logs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("-p", "--previous", action="store_true", help="the logs of the previous (crashed) container")
 
 
+def _no_sync(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-sync", action="store_true",
+                   help="run the last snapshot of workspace/ uploaded from here as it is; upload nothing "
+                        "(by default what changed in workspace/ is uploaded first, as a new snapshot)")
+
+
 def _submit_arguments(p: argparse.ArgumentParser) -> None:
     _sets(p, "this submission")
     p.add_argument("--batch", type=Path, metavar="FILE",
@@ -104,6 +131,7 @@ def _submit_arguments(p: argparse.ArgumentParser) -> None:
                         "or a mapping with set: [KEY=VALUE, ...] and args: [word, ...]")
     p.add_argument("--repeat", type=_positive, default=1, metavar="N", help="submit N identical jobs (e.g. seeds read from the job name)")
     p.add_argument("--no-arguments", action="store_true", help="run without the configured arguments")
+    _no_sync(p)
     _app_arguments(p, "arguments replacing application.execution.arguments for this submission")
     p.epilog = ("examples:\n"
                 "  submit-job.sh --set application.execution.arguments='--lr 0.01'\n"
@@ -139,6 +167,7 @@ def _test_inference_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--prompt", default="Say hello in one short sentence.", help="the prompt to send")
     p.add_argument("--max-tokens", type=_positive, default=64, metavar="N")
     p.add_argument("--timeout", type=_positive, default=300, metavar="SECONDS", help="how long to wait for the answer")
+    _model(p)
     _forwarded(p)
 
 
@@ -148,6 +177,7 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--max-tokens", type=_positive, default=128, metavar="N")
     p.add_argument("--stream", action="store_true", help="stream the answers (measures time to first token)")
     p.add_argument("--json", action="store_true", help="print the results as JSON")
+    _model(p)
     _forwarded(p)
 
 
@@ -170,6 +200,8 @@ def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     _sets(p, "every run of this sweep")
     p.add_argument("--max-runs", type=_positive, metavar="N", help="submit at most N runs")
     p.add_argument("--seed", type=int, metavar="N", help="random seed for a random sweep")
+    _no_sync(p)
+    p.add_argument("--yaml", action="store_true", help="with --dry-run: also print the Jobs (YAML) after the table of runs")
 
 
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
@@ -186,6 +218,11 @@ def _run_local_arguments(p: argparse.ArgumentParser) -> None:
 
 def _no_arguments(p: argparse.ArgumentParser) -> None:
     """A verb with no flags of its own (beyond --dry-run)."""
+
+
+# A generated script runs ``python -m wizard VERB DIR`` with its own file name in this variable:
+# then that verb's usage and errors name the script, not the folder argument it fills in itself.
+SCRIPT_ENV = "MLSHIFT_SCRIPT"
 
 
 @dataclass(frozen=True)
@@ -206,6 +243,7 @@ class Verb:
                        help="print the oc commands instead of running them; change nothing")
         p.formatter_class = argparse.RawDescriptionHelpFormatter
         self.arguments(p)
+        _any_order(p)
 
     def load(self) -> Callable[..., int]:
         module, function = self.function.split(":")

@@ -3,7 +3,8 @@
 The verbs are declared in :mod:`wizard.verbs`. Every verb re-reads config.yaml, so that edits
 take effect. Only a verb declared with ``renders`` re-renders the deployment folder (it acts on
 its files); every other verb only reads it, except ``sync down``, which downloads results into
-it. Every verb takes ``--dry-run``, which prints the ``oc`` commands and touches nothing.
+it, and ``submit``/``sweep``, which record the workspace snapshot they uploaded in
+``.mlshift/snapshots.json``. Every verb takes ``--dry-run``, which prints the ``oc`` commands and touches nothing.
 The cluster is reached only through ``oc`` (see :mod:`wizard.ops.oc`).
 """
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 import sys
 import tempfile
@@ -28,6 +29,15 @@ RUNTIME_REQUIREMENTS = ("fastapi", "uvicorn", "prometheus-client", "transformers
 BUILD_STATE = ".mlshift/build.json"
 # A small image with tar, for the short-lived pod that copies workspace/ onto the volume.
 SYNC_IMAGE = "registry.access.redhat.com/ubi9/ubi:latest"
+SYNC_WAIT_STEP = 15  # seconds of each `oc wait` for that pod; between two, why it waits is read and shown
+
+
+def sync_wait_seconds() -> int:
+    """How long the short-lived pod may take to start: 300 s (MLSHIFT_SYNC_TIMEOUT overrides, e.g. in tests)."""
+    try:
+        return max(1, int(float(os.environ.get("MLSHIFT_SYNC_TIMEOUT", "300"))))
+    except ValueError:
+        return 300
 
 
 def manifest_files(ctx: Operation, *, shared: bool | None = None, volumes: bool = True) -> list[Path]:
@@ -194,8 +204,9 @@ def sync_pod_manifest(ctx: Operation) -> dict[str, Any]:
 class VolumePod:
     """A pod with the workspace volume mounted: the application's own, or a short-lived one."""
 
-    def __init__(self, ctx: Operation, pod: str | None):
+    def __init__(self, ctx: Operation, pod: str | None, *, hint: str | None = None):
         self.ctx, self.pod, self.temporary = ctx, pod, pod is None
+        self.hint = hint  # one more way out, added to the error when the short-lived pod does not start
 
     def __enter__(self) -> str:
         if self.pod:
@@ -206,16 +217,39 @@ class VolumePod:
         ctx.oc.call("delete", ["pod", name, "--ignore-not-found", "--wait=true"], what="remove an old sync pod")
         ctx.oc.call("create", ["-f", "-"], stdin=yaml.safe_dump(sync_pod_manifest(ctx), sort_keys=False),
                     what="start a pod for the workspace volume")
-        ans = ctx.oc.call("wait", ["--for=condition=Ready", f"pod/{name}", "--timeout=300s"], check=False)
-        if not ans.ok:
-            pod = ctx.oc.get_json(["pod", name], what="look at the sync pod")
-            problems = diagnose.pod_problems(pod, ctx.events(), image=SYNC_IMAGE) if pod else []
-            self.__exit__(None, None, None)
-            why = problems[0].line() if problems else (first_line(ans.err) or "not ready after 300s")
-            raise UserError(f"the pod for the workspace volume did not start: {why}",
-                            hint="check the volume with status.sh")
+        self._wait_ready(name)
         self.pod = name
         return name
+
+    def _wait_ready(self, name: str) -> None:
+        """Until the short-lived pod is ready: `oc wait` a little at a time and, between two, why it
+        waits (read from its status and events, e.g. a ReadWriteOnce volume held on another
+        node), shown when it changes. Stops at once on a problem that waiting will not fix."""
+        ctx = self.ctx
+        limit = sync_wait_seconds()
+        start = time.monotonic()
+        shown = ""
+        while True:
+            step = limit if ctx.dry_run else max(1, min(SYNC_WAIT_STEP, int(limit - (time.monotonic() - start))))
+            ans = ctx.oc.call("wait", ["--for=condition=Ready", f"pod/{name}", f"--timeout={step}s"], check=False,
+                              timeout=step + 60)
+            if ans.ok:
+                return
+            pod = ctx.oc.get_json(["pod", name], what="look at the sync pod")
+            problems = diagnose.pod_problems(pod, ctx.events(), image=SYNC_IMAGE) if pod else []
+            why = problems[0] if problems else None
+            waited = int(time.monotonic() - start)
+            if (why and why.fatal) or waited >= limit:
+                self.__exit__(None, None, None)
+                text = why.summary if why else (first_line(ans.err) or "not ready")
+                hint = why.hint if why else "check the volume with status.sh"
+                within = "" if why and why.fatal else f" within {waited}s"
+                raise UserError(f"the pod for the workspace volume did not start{within}: {text}",
+                                hint=hint + (f"; {self.hint}" if self.hint else ""))
+            line = why.summary if why else f"{name} {diagnose.phase(pod)}"
+            if line != shown:
+                ctx.say(f"  [{waited:>4}s] the pod for the workspace volume waits: {line}" + (f" ({why.hint})" if why else ""))
+                shown = line
 
     def __exit__(self, *exc: Any) -> None:
         if self.temporary:

@@ -69,6 +69,9 @@ def scheduling_hint(message: str, gpu_resource: str = "nvidia.com/gpu") -> tuple
     if wanted:
         return (f"no node has enough {', '.join(sorted(set(wanted)))}: {message}",
                 "ask for less in config.yaml (resources.cpu / resources.memory)")
+    if "readwriteoncepod" in message.lower():
+        return (f"the workspace volume is in use by another pod (ReadWriteOncePod: one pod at a time): {message}",
+                "it starts when that pod ends; or delete that pod")
     if "persistentvolumeclaim" in message.lower() or "unbound" in message.lower():
         return (f"the workspace volume is not ready: {message}",
                 "check `oc get pvc` and resources.storage.storage_class (run status.sh)")
@@ -79,6 +82,19 @@ def scheduling_hint(message: str, gpu_resource: str = "nvidia.com/gpu") -> tuple
         return (f"the nodes with room have taints the pod does not tolerate: {message}",
                 "pick the cluster profile with the right GPU tolerations (deployment.cluster)")
     return (f"cannot be scheduled: {message}", "see `oc describe pod` for details")
+
+
+_USED_BY = re.compile(r"already used by pod\(?s?\)?\s+(.+)$", re.IGNORECASE)
+
+
+def volume_busy(message: str) -> str | None:
+    """For a Multi-Attach error (a ReadWriteOnce volume attached to another node): where it is, in
+    words, with the pods that hold it when the message names them; None for any other message."""
+    if "multi-attach" not in message.lower():
+        return None
+    m = _USED_BY.search(message)
+    pods = m.group(1).strip().rstrip(".") if m else ""
+    return "it is attached to another node" + (f", in use by {pods}" if pods else "")
 
 
 def pod_problems(pod: dict[str, Any], events: Any = None, *, image: str = "") -> list[Problem]:
@@ -123,8 +139,16 @@ def pod_problems(pod: dict[str, Any], events: Any = None, *, image: str = "") ->
         if not out:
             mounts = [e for e in evs if e.get("reason") in ("FailedMount", "FailedAttachVolume")]
             if mounts:
-                out.append(Problem(name, f"cannot mount a volume: {mounts[-1].get('message', '').strip()}",
-                                   "a ReadWriteOnce workspace is attached to another node's pod; wait, or delete that pod", False))
+                message = mounts[-1].get("message", "").strip()
+                busy = volume_busy(message)
+                if busy:
+                    out.append(Problem(name, f"waiting for the workspace volume: {busy} (ReadWriteOnce: "
+                                             "it is mounted on one node at a time)",
+                                       "it starts when those pods end (a running job holds the volume until it "
+                                       "finishes), or delete them", False))
+                else:
+                    out.append(Problem(name, f"cannot mount a volume: {message}",
+                                       "a ReadWriteOnce workspace is attached to another node's pod; wait, or delete that pod", False))
     if st.get("phase") == "Running" and not is_ready(pod) and not out:
         probes = [e for e in evs if e.get("reason") == "Unhealthy"]
         if probes:

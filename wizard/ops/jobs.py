@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import math
+import posixpath
 import random
 import re
 import secrets
@@ -17,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from ..blueprint import Blueprint
-from ..config import MAX_SWEEP_RUNS
+from ..blueprint import LABEL_PREFIX, Blueprint
+from ..config import MAX_SWEEP_RUNS, Config
 from ..errors import OcError, UserError
 from ..loader import apply_sets
 from ..render import CONFIG_FILE, JobSubmission, object_list, render_job
@@ -28,6 +29,7 @@ from .base import (ARGS_ANNOTATION, CONFIG_ANNOTATION, SETS_ANNOTATION, SUBMISSI
 
 ID_ALPHABET = string.ascii_lowercase + string.digits
 PARAMS_ANNOTATION = "mlshift.io/parameters"
+SNAPSHOT_LABEL = f"{LABEL_PREFIX}/snapshot"  # the snapshot of workspace/ a Job runs from (RUNS_DIR/<id>)
 
 
 # --------------------------------------------------------------------------- names
@@ -69,32 +71,48 @@ def base_data(ctx: Operation) -> dict[str, Any]:
 class JobFactory:
     """Makes each Job of a submission from the Job template, in memory; config.yaml is only read.
 
-    The config (and its blueprint) is built once per distinct set of overrides. Each run then
-    fills templates/manifests/job.yaml.j2 in (:func:`~wizard.render.render_job`) with the
-    blueprint of its own config (which holds its arguments) and a :class:`JobSubmission` (its
+    The config is built once per distinct set of overrides. Each run then fills
+    templates/manifests/job.yaml.j2 in (:func:`~wizard.render.render_job`) with the blueprint of
+    its own config (which holds its arguments), of the submission's snapshot of workspace/
+    (``run_dir``, when the application runs code from there) and a :class:`JobSubmission` (its
     name, labels and annotations): the same template as manifests/job.yaml, nothing patched.
     """
 
     def __init__(self, ctx: Operation):
         self.ctx = ctx
         self.data = base_data(ctx)
-        self._blueprints: dict[tuple[str, ...], Blueprint] = {}
+        self.run_dir: str | None = None  # the submission's snapshot of workspace/, once it is on the volume
+        self._configs: dict[tuple[str, ...], Config] = {}
+        self._blueprints: dict[tuple[str | None, ...], Blueprint] = {}
 
-    def blueprint(self, sets: list[str]) -> Blueprint:
-        """The blueprint of config.yaml with these --set overrides (checked: still this application, as jobs)."""
+    def config(self, sets: list[str]) -> Config:
+        """config.yaml with these --set overrides (checked: still this application, as jobs)."""
         from ..deployment import build_config
 
         key = tuple(sets)
-        if key in self._blueprints:
-            return self._blueprints[key]
-        config = build_config(apply_sets(self.data, sets), source="--set" if sets else CONFIG_FILE)
-        if config.name != self.ctx.name:
-            raise UserError("application.name cannot change for one submission", hint="edit config.yaml and re-deploy instead")
-        if config.application.execution.mode != "job":
-            raise UserError(f"{self.ctx.name} does not run as jobs (execution.mode: {config.application.execution.mode})",
-                            hint=f"use {self.ctx.script('deploy.sh')}, or set application.execution.mode: job in config.yaml")
-        self._blueprints[key] = Blueprint(config, self.ctx.directory.name)
+        if key not in self._configs:
+            config = build_config(apply_sets(self.data, sets), source="--set" if sets else CONFIG_FILE)
+            if config.name != self.ctx.name:
+                raise UserError("application.name cannot change for one submission", hint="edit config.yaml and re-deploy instead")
+            if config.application.execution.mode != "job":
+                raise UserError(f"{self.ctx.name} does not run as jobs (execution.mode: {config.application.execution.mode})",
+                                hint=f"use {self.ctx.script('deploy.sh')}, or set application.execution.mode: job in config.yaml")
+            self._configs[key] = config
+        return self._configs[key]
+
+    def blueprint(self, sets: list[str]) -> Blueprint:
+        """The blueprint of config.yaml with these --set overrides, and of the snapshot when there is one."""
+        key = (self.run_dir, *sets)
+        if key not in self._blueprints:
+            self._blueprints[key] = self._blueprint_of(self.config(sets))
         return self._blueprints[key]
+
+    def _blueprint_of(self, config: Config) -> Blueprint:
+        """A run's blueprint: it runs from the snapshot when its application runs code from workspace/."""
+        blueprint = Blueprint(config, self.ctx.directory.name, run_dir=self.run_dir)
+        if blueprint.run_dir and not blueprint.code_from_workspace:
+            blueprint = Blueprint(config, self.ctx.directory.name)
+        return blueprint
 
     def submission(self, run: Run, sub_id: str, sweep_id: str | None) -> tuple[Blueprint, JobSubmission]:
         """What the Job template is filled in with for this run: the blueprint of the run's own
@@ -103,50 +121,72 @@ class JobFactory:
         if run.args is not None:
             config = blueprint.config.model_copy(deep=True)
             config.application.execution.arguments = list(run.args)
-            blueprint = Blueprint(config, self.ctx.directory.name)
+            blueprint = self._blueprint_of(config)
         labels = {SUBMISSION_LABEL: sub_id}
         if sweep_id:
             labels[SWEEP_LABEL] = sweep_id
+        if blueprint.run_dir:
+            labels[SNAPSHOT_LABEL] = posixpath.basename(blueprint.run_dir)
         annotations = {ARGS_ANNOTATION: json.dumps(blueprint.user_argv, ensure_ascii=False)}
         if run.sets:
             annotations[SETS_ANNOTATION] = json.dumps(run.sets, ensure_ascii=False)
         if run.params is not None:
             annotations[PARAMS_ANNOTATION] = json.dumps(run.params, ensure_ascii=False)
-        return blueprint, JobSubmission(name=f"{self.ctx.name}-{sub_id}", labels=labels, annotations=annotations,
+        return blueprint, JobSubmission(name=blueprint.job_name(sub_id), labels=labels, annotations=annotations,
                                         config_annotation=CONFIG_ANNOTATION)
 
 
-def check_deployed(ctx: Operation) -> None:
-    """The shared objects exist (one request): otherwise the pods would wait forever."""
+def check_deployed(ctx: Operation) -> str:
+    """The shared objects exist (one request): otherwise the pods would wait forever. Returns the
+    workspace volume's uid ("" in a dry run), which tells a volume created again from the old one."""
     blueprint = ctx.blueprint
     wanted = [f"persistentvolumeclaim/{blueprint.workspace_claim}"]
     if blueprint.build:
         wanted.append(f"imagestreamtag/{ctx.name}:latest")
-    ans = ctx.oc.call("get", [*wanted, "-o", "name", "--ignore-not-found"], what="check that the application is deployed")
+    ans = ctx.oc.call("get", [*wanted, "-o", "json", "--ignore-not-found"], what="check that the application is deployed")
     if ctx.dry_run:
-        return
-    found = {line.strip().split("/", 1)[-1] for line in ans.out.splitlines() if line.strip()}
+        return ""
+    data = ans.json() or {}
+    items = (data.get("items") or []) if data.get("kind") == "List" else [data]
+    found = {(i.get("metadata") or {}).get("name"): i for i in items if isinstance(i, dict)}
     if blueprint.workspace_claim not in found:
         raise UserError(f"{ctx.name} is not deployed in {ctx.where} (no volume {blueprint.workspace_claim})",
                         hint=f"run {ctx.script('deploy.sh')} once first")
     if blueprint.build and f"{ctx.name}:latest" not in found:
         raise UserError(f"the image {ctx.name}:latest has not been built in {ctx.where}",
                         hint=f"run {ctx.script('deploy.sh')} (it builds the image)")
+    return str((found[blueprint.workspace_claim].get("metadata") or {}).get("uid") or "")
 
 
-def submit_runs(ctx: Operation, runs: list[Run], *, sweep_id: str | None = None) -> list[str]:
+def submit_runs(ctx: Operation, runs: list[Run], *, sweep_id: str | None = None, no_sync: bool = False) -> list[str]:
     """Create one Job per run in a single `oc create` of a List; returns the job names.
 
-    The number of oc requests does not depend on len(runs): the session check, one lookup of
-    the shared objects, and one create.
+    When the application runs code from workspace/, every run of the submission (one job, a
+    batch, a sweep) runs from one snapshot of it on the volume, uploaded first when workspace/
+    changed since the last one (see :func:`wizard.ops.pods.snapshot_for_jobs`); ``no_sync``
+    runs the last one as it is. The number of oc requests does not depend on len(runs): the
+    session check, one lookup of the shared objects, the upload when workspace/ changed (the
+    short-lived pod: delete, create, wait, delete; one rsync, one exec), and one create.
     """
     if not runs:
         raise UserError("nothing to submit")
+    from ..files import check_destinations
+    from .pods import SNAPSHOT_STATE, snapshot_for_jobs
+
     factory = JobFactory(ctx)
-    submissions = [factory.submission(run, i, sweep_id) for run, i in zip(runs, new_ids(len(runs)))]
-    jobs = [render_job(blueprint, sub) for blueprint, sub in submissions]  # render before touching the cluster
+    # every override is checked before the cluster is touched
+    snapshot = any(factory.blueprint(sets).code_from_workspace for sets in dict.fromkeys(tuple(r.sets) for r in runs))
+    if snapshot:
+        check_destinations(ctx.directory, [SNAPSHOT_STATE])  # where the snapshot is recorded; before anything happens
+    elif no_sync:
+        warn(f"note: --no-sync: {ctx.name} does not run code from workspace/; there is nothing to upload")
+    ids = new_ids(len(runs))
     ctx.check_session()
-    check_deployed(ctx)
+    volume = check_deployed(ctx)
+    if snapshot:
+        factory.run_dir = snapshot_for_jobs(ctx, new_id=sweep_id or ids[0], volume=volume, no_sync=no_sync)
+    submissions = [factory.submission(run, i, sweep_id) for run, i in zip(runs, ids)]
+    jobs = [render_job(blueprint, sub) for blueprint, sub in submissions]
     what = "create the job" if len(jobs) == 1 else f"create the {len(jobs)} jobs"
     ctx.oc.call("create", ["-f", "-", "-o", "name"], stdin=object_list(jobs), what=what, timeout=300)
     return [sub.name for _, sub in submissions]
@@ -187,11 +227,11 @@ def submit(ctx: Operation, args) -> int:
     else:
         runs = [Run(sets=sets, args=replace)]
     runs = [r for r in runs for _ in range(args.repeat)]
-    names = submit_runs(ctx, runs)
+    names = submit_runs(ctx, runs, no_sync=args.no_sync)
     if ctx.dry_run:
         return 0
     if len(names) == 1:
-        sub = names[0][len(ctx.name) + 1:]
+        sub = names[0][len(ctx.blueprint.job_prefix) + 1:]
         ctx.say(f"Submitted {names[0]}")
         ctx.say(f"  follow it:  {ctx.script('watch-job.sh')} {sub}")
         ctx.say(f"  its logs:   {ctx.script('logs.sh')} {sub} -f")
@@ -228,10 +268,11 @@ def job_state(job: dict[str, Any]) -> str:
 def job_name(ctx: Operation, ident: str | None) -> str:
     """A job's full name from what the user typed: the name, the submission id, or nothing (newest)."""
     if ident and ident not in ("latest", "last"):
-        return ident if ident.startswith(ctx.name + "-") else f"{ctx.name}-{ident}"
+        prefix = ctx.blueprint.job_prefix
+        return ident if ident.startswith(prefix + "-") else f"{prefix}-{ident}"
     if ctx.dry_run:
         ctx.oc.call("get", ["jobs", "-l", ctx.selector("job"), "-o", "json"])
-        return f"{ctx.name}-<newest>"
+        return f"{ctx.blueprint.job_prefix}-<newest>"
     jobs = ctx.oc.get_json(["jobs", "-l", ctx.selector("job")], what="list the jobs").get("items", [])
     if not jobs:
         raise UserError(f"no jobs of {ctx.name} in {ctx.where}", hint=f"submit one with {ctx.script('submit-job.sh')}")
@@ -324,7 +365,7 @@ def watch(ctx: Operation, args) -> int:
         return 0
     failed = condition(job, "Failed") or condition(job, "FailureTarget") or {}
     why = failed.get("message") or failed.get("reason") or "see its logs"
-    warn(f"error: {name} failed{took}: {why} (logs: {ctx.script('logs.sh')} {name[len(ctx.name) + 1:]})")
+    warn(f"error: {name} failed{took}: {why} (logs: {ctx.script('logs.sh')} {name[len(ctx.blueprint.job_prefix) + 1:]})")
     return 1
 
 
@@ -467,9 +508,9 @@ def sweep(ctx: Operation, args) -> int:
     for r in runs:
         r.sets = list(args.set or [])
     sweep_id = new_id()
-    names = submit_runs(ctx, runs, sweep_id=sweep_id)
     if ctx.dry_run:
-        return 0
+        return _sweep_dry_run(ctx, runs, sweep_id, show_jobs=args.yaml, no_sync=args.no_sync)
+    names = submit_runs(ctx, runs, sweep_id=sweep_id, no_sync=args.no_sync)
     ctx.say(f"Sweep {sweep_id}: submitted {len(names)} jobs")
     for n, r in zip(names, runs):
         ctx.say(f"  {n}  " + " ".join(f"{k}={_word(v)}" for k, v in (r.params or {}).items()))
@@ -479,6 +520,50 @@ def sweep(ctx: Operation, args) -> int:
             f"(experiment.parallelism {par} is not enforced yet)")
     ctx.say(f"  list them:  {ctx.script('list-jobs.sh')} --sweep {sweep_id}")
     ctx.say(f"  compare:    {ctx.script('compare-experiments.sh')} --sweep {sweep_id}")
+    return 0
+
+
+def _sweep_dry_run(ctx: Operation, runs: list[Run], sweep_id: str, *, show_jobs: bool, no_sync: bool = False) -> int:
+    """A sweep's dry run: first a table of its runs, then the oc commands. The Jobs themselves
+    (a hundred lines of YAML each) only with ``show_jobs`` (--yaml); else the create is one comment."""
+    import contextlib
+    import io
+
+    from .oc import HEREDOC_END
+
+    printed, out = io.StringIO(), ctx.oc.out
+    ctx.oc.out = printed
+    try:
+        with contextlib.redirect_stdout(printed):  # its notes too, in their order after the table
+            names = submit_runs(ctx, runs, sweep_id=sweep_id, no_sync=no_sync)
+    finally:
+        ctx.oc.out = out
+    params = list(dict.fromkeys(k for r in runs for k in (r.params or {})))
+    rows = [("NAME", *params)] + [(n, *(_word((r.params or {}).get(k, "")) for k in params)) for n, r in zip(names, runs)]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    ctx.say(f"Sweep {sweep_id}: {len(names)} run{'s' if len(names) != 1 else ''} (the names are drawn again when it is submitted)")
+    for row in rows:
+        ctx.say("  " + "  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip())
+    lines: list[str] = []
+    heredoc: list[str] | None = None  # the command given a document on its stdin, and the document
+    for line in printed.getvalue().splitlines():
+        if heredoc is None:
+            if line.endswith(f" <<'{HEREDOC_END}'"):
+                heredoc = [line]
+            else:
+                lines.append(line)
+            continue
+        heredoc.append(line)
+        if line != HEREDOC_END:
+            continue
+        if show_jobs or not any(text.strip() == "kind: Job" for text in heredoc):
+            lines += heredoc
+        else:  # the create of the Jobs
+            command = heredoc[0][: -len(f" <<'{HEREDOC_END}'")]
+            lines.append(f"# {command}   (its input: the {len(names)} Job(s) above; --yaml prints them)")
+        heredoc = None
+    out.write("".join(line + "\n" for line in lines + (heredoc or [])))
+    out.flush()
     return 0
 
 

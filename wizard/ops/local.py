@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import posixpath
 import shlex
 import shutil
 import subprocess
@@ -35,12 +36,16 @@ def local_argv(ctx: Operation, args, config_path: str) -> tuple[list[str], Path]
         return [sys.executable, "-m", "runtime", "batch", "--config", config_path, *user_args], ctx.directory
     if app.type == "custom_command":
         return shlex.split(app.source.command or "") + user_args, workspace
-    entry = app.source.path if app.type == "single_file" else f"{app.source.path.rstrip('/')}/{app.source.entry_point}"
-    if app.type == "single_file":
-        entry = Path(app.source.path or "main.py").name
+    # Where the pod runs it, in workspace/ here: the wizard copies a single file into workspace/
+    # and a folder's contents flat into it, so the entry point is relative to workspace/.
+    in_pod = blueprint.entry_file or posixpath.join(blueprint.working_dir, "main.py")
+    inside = in_pod.startswith(blueprint.working_dir.rstrip("/") + "/")
+    entry = posixpath.relpath(in_pod, blueprint.working_dir) if inside else in_pod
     local_entry = workspace / entry
     if not local_entry.is_file() and not args.dry_run:
-        raise UserError(f"workspace/{entry} does not exist", hint="put your code in the deployment's workspace/ folder")
+        hint = (f"copy what is in {app.source.path} into workspace/, as the wizard does" if app.type == "directory" and app.source.path
+                else "put your code in the deployment's workspace/ folder")
+        raise UserError(f"{ctx.rel(local_entry)} does not exist", hint=hint)
     python = args.python or "python3"
     if blueprint.launcher == "torchrun":
         return ["torchrun", "--nproc-per-node", str(max(1, blueprint.gpus)), str(local_entry), *user_args], workspace
