@@ -18,9 +18,9 @@ mlshift_python() {
     fi
     dir="$(dirname -- "$dir")"
   done
-  # An installed mlshift: the Python its command runs with.
+  # An installed mlshift: the Python its command runs with (type -P: the file on PATH, not the function below).
   local command
-  if command="$(command -v mlshift)" && head -n 1 -- "$command" | grep -q '^#!'; then
+  if command="$(type -P mlshift)" && head -n 1 -- "$command" | grep -q '^#!'; then
     local shebang
     shebang="$(head -n 1 -- "$command")"
     shebang="${shebang#\#!}"
@@ -43,5 +43,6 @@ mlshift_python() {
 mlshift() {
   local python
   python="$(mlshift_python)" || exit 1
-  exec "$python" -m wizard "$1" "$MLSHIFT_DEPLOYMENT_DIR" "${@:2}"
+  # MLSHIFT_SCRIPT: the script's own name, so that its --help and errors show its usage.
+  MLSHIFT_SCRIPT="${0##*/}" exec "$python" -m wizard "$1" "$MLSHIFT_DEPLOYMENT_DIR" "${@:2}"
 }
