@@ -163,7 +163,7 @@ def submit_runs(ctx: Operation, runs: list[Run], *, sweep_id: str | None = None,
 
     When the application runs code from workspace/, every run of the submission (one job, a
     batch, a sweep) runs from one snapshot of it on the volume, uploaded first when workspace/
-    changed since the last one (see :func:`wizard.ops.pods.snapshot_for_jobs`); ``no_sync``
+    changed since the last one (see :func:`wizard.ops.snapshots.snapshot_for_jobs`); ``no_sync``
     runs the last one as it is. The number of oc requests does not depend on len(runs): the
     session check, one lookup of the shared objects, the upload when workspace/ changed (the
     short-lived pod: delete, create, wait, delete; one rsync, one exec), and one create.
@@ -171,7 +171,7 @@ def submit_runs(ctx: Operation, runs: list[Run], *, sweep_id: str | None = None,
     if not runs:
         raise UserError("nothing to submit")
     from ..files import check_destinations
-    from .pods import SNAPSHOT_STATE, snapshot_for_jobs
+    from .snapshots import SNAPSHOT_STATE, snapshot_for_jobs
 
     factory = JobFactory(ctx)
     # every override is checked before the cluster is touched
