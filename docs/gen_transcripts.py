@@ -411,7 +411,72 @@ SESSIONS: list[Session | Commands] = [
     Commands("wizard-unknown-preset", ["python -m wizard new x --preset vllm-sever"]),
     Commands("multi-node-on-rwo", ["python -m wizard new mn --set application.execution.mode=job "
                                    "--set deployment.mode=multi-node --set deployment.num_nodes=2"]),
+    # docs/research-loop.md: compare over the records of a finished sweep (fixed numbers: --sample-runs)
+    Commands("compare-table", [
+        "python docs/gen_transcripts.py --sample-runs runs",
+        "python -m wizard new lr-demo --answers docs/examples/lr-sweep.yaml --set experiment.sweep.metric=val_loss >/dev/null",
+        "deployments/lr-demo/scripts/compare-experiments.sh --from runs",
+    ]),
+    Commands("compare-files", [
+        "deployments/lr-demo/scripts/compare-experiments.sh --from runs --metric accuracy --goal max "
+        "--csv runs.csv --plot sweep.png --html sweep.html",
+        "head -n 3 runs.csv",
+    ]),
+    Commands("compare-json", ["deployments/lr-demo/scripts/compare-experiments.sh --from runs --json | head -n 38"]),
+    Commands("compare-nothing", [
+        "mkdir -p empty && deployments/lr-demo/scripts/compare-experiments.sh --from empty",
+        "deployments/lr-demo/scripts/compare-experiments.sh --from runs --metric bleu",
+    ]),
 ]
+
+
+# --------------------------------------------------------------------------- sample runs to compare
+SAMPLE_SWEEP = "251130-031200-ab12"
+
+
+def sample_runs(dest: Path) -> str:
+    """The records of a finished sweep (lr x batch_size, 8 runs, one diverged), as runs write them
+    (results/<run id>/run.json, metrics.jsonl, stdout.log: the shared contract of run records),
+    with fixed numbers and times, so that the transcripts of compare do not change between runs."""
+    import json
+    import math
+
+    results = dest / "results"
+    lrs, sizes = [0.0001, 0.001, 0.01, 0.1], [16, 32]
+    speed = {0.0001: 0.08, 0.001: 0.35, 0.01: 0.7, 0.1: 1.1}
+    floor = {0.0001: 0.9, 0.001: 0.42, 0.01: 0.31, 0.1: 0.5}
+    start = 1764472320  # 2025-11-30T03:12:00Z
+    for index, (lr, bs) in enumerate((lr, bs) for lr in lrs for bs in sizes):
+        run_id = f"{SAMPLE_SWEEP}-{index:03d}"
+        folder = results / run_id
+        folder.mkdir(parents=True, exist_ok=True)
+        diverged = (lr, bs) == (0.1, 16)
+        steps = 4 if diverged else 10
+        rows, lines = [], []
+        for step in range(steps):
+            train = floor[lr] + 0.02 * (bs == 32) + (2.3 - floor[lr]) * math.exp(-speed[lr] * step)
+            val = train + 0.05 + (0.015 * max(0, step - 5) if lr >= 0.01 else 0.0)  # high rates overfit late
+            if diverged and step == steps - 1:
+                train = val = float("nan")
+            row = {"_step": step, "_time": start + 70 * (step + 1), "loss": round(train, 4), "val_loss": round(val, 4),
+                   "accuracy": round(1 - val / 2.6, 4) if math.isfinite(val) else val}
+            rows.append(json.dumps(row))
+            lines.append(" ".join(f"{k}={v}" for k, v in row.items() if not k.startswith("_")))
+        took = (55 if bs == 32 else 72) * steps + 12 * index
+        record = {"id": run_id, "name": f"lr-demo-lr={lr},batch_size={bs}", "group": SAMPLE_SWEEP, "job_type": "sweep-trial",
+                  "params": {"lr": lr, "batch_size": bs}, "sweep": SAMPLE_SWEEP, "index": index,
+                  "state": "failed" if diverged else "finished",
+                  "started": _utc(start + 3 * index), "finished": _utc(start + 3 * index + took), "exit_code": 1 if diverged else 0}
+        (folder / "run.json").write_text(json.dumps(record, indent=1) + "\n")
+        (folder / "metrics.jsonl").write_text("\n".join(rows) + "\n")
+        (folder / "stdout.log").write_text("\n".join(lines) + "\n")
+    return f"wrote the records of sweep {SAMPLE_SWEEP}: {len(lrs) * len(sizes)} runs in {dest}/results/"
+
+
+def _utc(t: float) -> str:
+    import datetime as dt
+
+    return dt.datetime.fromtimestamp(t, dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
 def names() -> dict[str, str]:
@@ -517,7 +582,12 @@ def updated_pages(transcripts: dict[str, str]) -> dict[Path, tuple[str, str]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Rewrite the transcripts in the docs from real runs.")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when a page is out of date")
+    parser.add_argument("--sample-runs", type=Path, metavar="DIR",
+                        help="only write the records of a sample sweep into DIR/results/ (what the compare transcripts compare)")
     args = parser.parse_args(argv)
+    if args.sample_runs:
+        print(sample_runs(args.sample_runs))
+        return 0
     import tempfile
 
     with tempfile.TemporaryDirectory(prefix="mlshift-transcripts-") as tmp:

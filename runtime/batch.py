@@ -550,7 +550,7 @@ def log_to_tracker(summary: Summary, tracking: TrackingSettings, run_config: dic
     except ImportError:
         return "W&B tracking is on but wandb is not installed (pip install 'mlshift[runtime]'); summary not logged"
     run = wandb.init(
-        project=tracking.project, entity=tracking.entity, tags=list(tracking.tags) or None, mode=tracking.mode,
+        project=tracking.project, entity=tracking.entity, tags=list(tracking.tags) or None, mode=tracking.wandb_mode(),
         name=tracking.run_name, job_type="batch-inference", config=run_config,
     )
     values = {f"batch/{k}": v for k, v in summary.as_dict().items() if isinstance(v, (int, float))}

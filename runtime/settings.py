@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -227,8 +228,15 @@ class TrackingSettings:
     project: str | None = None
     entity: str | None = None
     tags: tuple[str, ...] = ()
-    mode: str = "online"
+    mode: str = "auto"
     run_name: str | None = None
+
+    def wandb_mode(self, environ: Mapping[str, str] = os.environ) -> str:
+        """W&B's mode for this run: ``auto`` is what the pod was given (``WANDB_MODE``), else
+        online when the API key is there (the Secret), offline otherwise."""
+        if self.mode != "auto":
+            return self.mode
+        return environ.get("WANDB_MODE") or ("online" if environ.get("WANDB_API_KEY") else "offline")
 
 
 @dataclass(frozen=True)
@@ -312,7 +320,7 @@ def load_deployment_config(path: Path) -> RuntimeConfig:
         project=tracking.get("project") or name,
         entity=tracking.get("entity"),
         tags=tuple(str(t) for t in tracking.get("tags") or ()),
-        mode=str(tracking.get("mode") or "online"),
+        mode=str(tracking.get("mode") or "auto"),
         run_name=name,
     )
     return RuntimeConfig(serve=serve, batch=batch, tracking=track)

@@ -176,7 +176,7 @@ def test_base_image_follows_the_engine():
      "experiment.sweep.max_runs: a random sweep needs max_runs"),
     ({"application": {"execution": {"mode": "job"}},
       "experiment": {"sweep": {"parameters": {"lr": list(range(100)), "bs": list(range(101))}}}},
-     "experiment.sweep.parameters: the grid has 10,100 combinations, more than the 10,000 jobs one sweep may submit; "
+     "experiment.sweep.parameters: the grid has 10,100 combinations, more than the 10,000 trials one sweep may run; "
      "'bs' contributes most (101 values)"),
     ({"experiment": {"tracking": {"enabled": True, "backend": "mlflow"}}}, "experiment.tracking.uri: the mlflow backend needs"),
     ({"image": {"base": "not an image"}}, "image.base: 'not an image' is not an image reference"),

@@ -65,6 +65,7 @@ ORDER = {
     "jupyter": (["--port", "8899"], []),
     "vscode": (["--port", "8099"], []),
     "sync": (["--remote", "/workspace/llm/out"], ["down"]),
+    "sync-runs": ([], ["250102-130405-k3x9"]),
     "sweep": (["--max-runs", "1", "--seed", "3"], []),
     "compare": (["--metric", "loss"], []),
     "run-local": (["--port", "9001"], ["hello"]),
@@ -317,17 +318,20 @@ def test_a_sweep_dry_run_shows_a_table_of_its_runs_first(cluster):
     assert "kind: Job" not in res.stdout
     table = lines[1:30]  # right after the dry run's first line, before any oc command
     assert all(ln.startswith("# ") for ln in lines[:30])
-    assert re.match(r"# Sweep \d{6}-\d{6}-[a-z0-9]{4}: 27 runs", table[0])
-    assert table[1].split()[1:] == ["NAME", "lr", "bs", "opt"]
+    assert re.match(r"# Sweep \d{6}-\d{6}-[a-z0-9]{4}: 27 trials \(the whole grid\), one Indexed Job", table[0])
+    assert table[1].split()[1:] == ["TRIAL", "RUN", "lr", "bs", "opt"]
     rows = [ln.split()[1:] for ln in table[2:]]
-    assert len(rows) == 27 and rows[0][1:] == ["0.1", "16", "adam"] and rows[-1][1:] == ["0.001", "64", "lion"]
-    assert all(re.fullmatch(r"train-\d{6}-\d{6}-[a-z0-9]{4}", r[0]) for r in rows)
-    assert any(ln.startswith("# oc create") and "27 Job(s)" in ln and "--yaml" in ln for ln in lines)
+    assert len(rows) == 27 and rows[0][2:] == ["0.1", "16", "adam"] and rows[-1][2:] == ["0.001", "64", "lion"]
+    assert [r[0] for r in rows] == [str(i) for i in range(27)]
+    assert all(re.fullmatch(r"\d{6}-\d{6}-[a-z0-9]{4}-\d{3}", r[1]) for r in rows)
+    assert any(ln.startswith("# oc create") and "the sweep's Indexed Job" in ln and "--yaml" in ln for ln in lines)
+    assert any(ln.startswith("# oc create") and "the table of 27 trials" in ln and "--yaml" in ln for ln in lines)
     full = cluster.script(dep, "run-sweep.sh", "--dry-run", "--yaml")
     assert full.returncode == 0, full.stderr
-    assert full.stdout.count("kind: Job\n") == 27
-    assert len(lines) * 10 < len(full.stdout.splitlines())
-    assert re.match(r"# Sweep \S+: 27 runs", full.stdout.splitlines()[1])  # the table still comes first
+    kinds = re.findall(r"^  kind: (\w+)$", full.stdout, flags=re.M)  # the items of the Lists created
+    assert kinds == ["Job", "ConfigMap"]
+    assert len(lines) * 3 < len(full.stdout.splitlines())
+    assert re.match(r"# Sweep \S+: 27 trials", full.stdout.splitlines()[1])  # the table still comes first
     assert cluster.calls() == []
 
 

@@ -172,8 +172,8 @@ def test_job_mode_renders_a_template_not_a_running_job():
     job = objs["job.yaml"]
     assert job["kind"] == "Job" and job["spec"]["template"]["spec"]["restartPolicy"] == "Never"
     c = job["spec"]["template"]["spec"]["containers"][0]
-    assert c["command"] == ["python3", "/workspace/batch/batch_predict.py", "--input", "/datasets/unlabeled",
-                            "--output", "/workspace/predictions", "--batch-size", "32"]
+    assert c["command"] == ["python3", "/etc/mlshift/launch.py", "/workspace/batch/batch_predict.py", "--input", "/datasets/unlabeled",
+                            "--output", "/workspace/predictions", "--batch-size", "32"]  # through the launcher (wizard/launch.py)
 
 
 def test_multi_node_uses_an_indexed_job_with_rendezvous():
@@ -204,7 +204,7 @@ def test_requirements_without_a_build_install_at_start_without_a_shell_parse():
                                "execution": {"mode": "job", "arguments": ["$(whoami)"]}, "requirements": "req.txt"})
     cmd = manifests(config, "abl")["job.yaml"]["spec"]["template"]["spec"]["containers"][0]["command"]
     assert cmd[:2] == ["/bin/sh", "-c"] and '"$1"' in cmd[2]
-    assert cmd[3:] == ["mlshift-start", "/workspace/abl/req.txt", "python3", "/workspace/abl/train.py", "$$(whoami)"]
+    assert cmd[3:] == ["mlshift-start", "/workspace/abl/req.txt", "python3", "/etc/mlshift/launch.py", "/workspace/abl/train.py", "$$(whoami)"]
 
 
 def test_tracking_reaches_the_pod_as_environment():

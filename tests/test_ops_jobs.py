@@ -1,4 +1,4 @@
-"""submit (one job, a batch of 50 in one request, hostile arguments), watch, jobs, logs, sweep, compare."""
+"""submit (one job, a batch of 50 in one request, hostile arguments), watch, jobs, logs, sweep (more: test_sweeps_indexed.py)."""
 
 from __future__ import annotations
 
@@ -53,7 +53,9 @@ def test_submit_one_job_unique_name_labels_and_next_step(cluster, capsys):
     pod = job["spec"]["template"]
     assert "version: 1" in pod["metadata"]["annotations"]["mlshift.io/config"]
     vol = [v for v in pod["spec"]["volumes"] if v["name"] == "config"][0]
-    assert vol["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.annotations['mlshift.io/config']"
+    down, launcher = vol["projected"]["sources"]  # with the launcher from the ConfigMap (tests/test_tracking.py)
+    assert down["downwardAPI"]["items"][0]["fieldRef"]["fieldPath"] == "metadata.annotations['mlshift.io/config']"
+    assert launcher["configMap"]["items"] == [{"key": "launch.py", "path": "launch.py"}]
 
 
 HOSTILE = ['a"b', "it's", "$(touch {marker})", "`touch {marker}`", "line1\nline2", "$HOME", "${{PATH}}", "--x=; rm -rf /", "\\n", ""]
@@ -67,8 +69,8 @@ def test_hostile_arguments_reach_the_container_byte_for_byte(cluster, capsys, tm
     (job,) = _jobs(cluster)
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     snapshot = job["metadata"]["labels"]["mlshift.io/snapshot"]
-    assert command[:2] == ["python3", f"/workspace/.runs/{snapshot}/main.py"]
-    assert [unescape(w) for w in command[2:]] == words
+    assert command[:3] == ["python3", "/etc/mlshift/launch.py", f"/workspace/.runs/{snapshot}/main.py"]
+    assert [unescape(w) for w in command[3:]] == words
     assert "$(touch" not in "".join(command).replace("$$(touch", "")  # every $ doubled for Kubernetes
     assert not marker.exists()
 
@@ -82,7 +84,7 @@ def test_hostile_arguments_through_set_and_config(cluster, capsys, tmp_path):
     command = job["spec"]["template"]["spec"]["containers"][0]["command"]
     import shlex
 
-    assert [unescape(w) for w in command[2:]] == shlex.split(text)
+    assert [unescape(w) for w in command[3:]] == shlex.split(text)
     assert not marker.exists()
     assert "--lr 0.1" in (cluster.dep / "config.yaml").read_text()
 
@@ -186,23 +188,24 @@ def test_jobs_and_logs(cluster, capfd):
     assert rc == 0 and "Final loss" in out
 
 
-def test_sweep_submits_the_grid_in_one_request_and_compare_reads_metrics(cluster, capsys):
+def test_sweep_submits_the_grid_as_one_indexed_job_and_its_table(cluster, capsys):
     cfg = cluster.dep / "config.yaml"
     import yaml
+
+    from wizard.render import read_trial_file
 
     data = yaml.safe_load(cfg.read_text())
     data["experiment"]["sweep"] = {"parameters": {"lr": [0.1, 0.01], "bs": [16, 32, 64]}, "metric": "Final loss"}
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     rc, out, err = cluster.verb(capsys, "sweep", cluster.dep)
     assert rc == 0, err
-    jobs = _jobs(cluster)
-    assert len(jobs) == 6 and cluster.verbs().count("create") == 2  # the upload pod, the jobs
-    sweep_ids = {j["metadata"]["labels"]["mlshift.io/sweep"] for j in jobs}
-    assert len(sweep_ids) == 1
-    cmd = [unescape(w) for w in jobs[0]["spec"]["template"]["spec"]["containers"][0]["command"]]
-    assert cmd[2:] == ["--lr", "0.1", "--lr=0.1", "--bs=16"]
-    rc, out, _ = cluster.verb(capsys, "compare", cluster.dep)
-    assert rc == 0 and "Final loss" in out and "0.125" in out and sweep_ids.pop() in out
+    (job,) = _jobs(cluster)  # the trials are the indexes of one Job (tests/test_sweeps_indexed.py)
+    assert job["spec"]["completions"] == 6 and cluster.verbs().count("create") == 3  # the upload pod, the job, its table
+    cmd = [unescape(w) for w in job["spec"]["template"]["spec"]["containers"][0]["command"]]
+    assert cmd[-2:] == ["--lr", "0.1"]  # the configured arguments; each trial's follow from its file
+    (table,) = [o for o in cluster.created() if o["kind"] == "ConfigMap"]
+    assert read_trial_file(table["data"]["0"])[0] == ["--lr=0.1", "--bs=16"]
+    assert read_trial_file(table["data"]["5"])[0] == ["--lr=0.01", "--bs=64"]
 
 
 
@@ -226,12 +229,15 @@ def _run_sweep(cluster, sweep: dict, *args: str) -> tuple[subprocess.CompletedPr
     res = subprocess.run([str(cluster.dep / "scripts" / "run-sweep.sh"), *args], cwd=cluster.elsewhere,
                          env={**os.environ, **cluster.env}, capture_output=True, text=True, timeout=300,
                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (ADDRESS_SPACE, ADDRESS_SPACE)))
+    from wizard.render import read_trial_file
+
     if "--dry-run" in args and res.returncode == 0:
-        body = res.stdout.rsplit("<<'MLSHIFT_STDIN_END'\n", 1)[1].split("\nMLSHIFT_STDIN_END", 1)[0]  # the last: the Jobs
-        jobs = yaml.safe_load(body)["items"]
+        body = res.stdout.rsplit("<<'MLSHIFT_STDIN_END'\n", 1)[1].split("\nMLSHIFT_STDIN_END", 1)[0]  # the last: the table
+        tables = yaml.safe_load(body)["items"]
     else:
-        jobs = _jobs(cluster)
-    return res, [json.loads(j["metadata"]["annotations"]["mlshift.io/parameters"]) for j in jobs]
+        tables = [o for o in cluster.created() if o["kind"] == "ConfigMap"]
+    files = {int(k): v for t in tables for k, v in t["data"].items()}
+    return res, [json.loads(read_trial_file(files[i])[1]["MLSHIFT_PARAMS"]) for i in sorted(files)]
 
 
 def _within(params: dict, space: dict) -> bool:
@@ -254,7 +260,7 @@ def test_grid_over_a_huge_space_with_max_runs_takes_the_first_combinations(clust
     assert trials == first and len({tuple(t.values()) for t in trials}) == 7
     res, trials = _run_sweep(cluster, {"method": "grid", "max_runs": 7, "parameters": HUGE}, "--max-runs", "3")
     assert res.returncode == 0, res.stderr[-2000:]
-    assert trials == first[:3] and cluster.verbs().count("create") == 2  # the upload pod; the jobs, in one request
+    assert trials == first[:3] and cluster.verbs().count("create") == 3  # the upload pod; the sweep's Job; its table
 
 
 def test_a_grid_too_large_to_submit_is_refused_with_its_size_and_largest_parameter(cluster):
@@ -271,7 +277,7 @@ def test_a_grid_too_large_to_submit_is_refused_with_its_size_and_largest_paramet
 def test_max_runs_above_the_bound_is_refused_in_one_line(cluster, capsys):
     _set_sweep(cluster, {"parameters": {"lr": [0.1, 0.01]}})
     rc, out, err = cluster.verb(capsys, "sweep", cluster.dep, "--max-runs", "10001")
-    assert rc != 0 and "--max-runs: 10,001 is more than the 10,000 jobs one sweep may submit" in err
+    assert rc != 0 and "--max-runs: 10,001 is more than the 10,000 trials one sweep may run" in err
     assert "Traceback" not in err and _jobs(cluster) == []
 
 

@@ -76,7 +76,7 @@ def test_a_submission_runs_from_its_own_snapshot_uploaded_before_its_job(cluster
     assert cluster.verbs() == ["get", "get", *UPLOAD, "create"]  # uploaded before the Job exists
     c = _container(job)
     assert c["workingDir"] == f"/workspace/.runs/{sid}"
-    assert c["command"][:2] == ["python3", f"/workspace/.runs/{sid}/main.py"]
+    assert c["command"][:3] == ["python3", "/etc/mlshift/launch.py", f"/workspace/.runs/{sid}/main.py"]  # through the run launcher
     assert {"name": "MLSHIFT_SNAPSHOT", "value": sid} in c["env"]
     assert f"Uploading workspace/ as snapshot {sid}: all 2 files, 22 bytes" in out
     # on the volume: exactly workspace/, read-only, with the manifest beside it
@@ -202,10 +202,10 @@ def test_a_sweep_uploads_once_and_all_its_runs_share_one_snapshot(cluster, capsy
     cfg.write_text(yaml.safe_dump(data, sort_keys=False))
     rc, out, err = cluster.verb(capsys, "sweep", cluster.dep)
     assert rc == 0, err
-    jobs = _jobs(cluster)
-    sweep = jobs[0]["metadata"]["labels"]["mlshift.io/sweep"]
-    assert len(jobs) == 4 and {_snapshot(j) for j in jobs} == {sweep}
-    assert {_container(j)["workingDir"] for j in jobs} == {f"/workspace/.runs/{sweep}"}
+    (job,) = _jobs(cluster)  # one Indexed Job: its 4 trials are its indexes, all in its pods' snapshot
+    sweep = job["metadata"]["labels"]["mlshift.io/sweep"]
+    assert job["spec"]["completions"] == 4 and _snapshot(job) == sweep
+    assert _container(job)["workingDir"] == f"/workspace/.runs/{sweep}"
     assert cluster.verbs().count("rsync") == 1 and cluster.verbs().count("exec") == 1
     cluster.reset()
     rc, out, err = cluster.verb(capsys, "submit", cluster.dep, "--repeat", "3")  # a batch: nothing changed

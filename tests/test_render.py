@@ -222,3 +222,23 @@ def test_compiled_templates_are_kept_between_runs_and_optional(tmp_path: Path):
     blocked.write_text("")
     result = run_wizard("new", "demo", "--defaults", "--deployments-dir", str(tmp_path / "d2"), env={"MLSHIFT_CACHE_DIR": str(blocked)})
     assert result.returncode == 0 and result.stderr == "", result.stderr
+
+
+def test_output_cut_short_by_the_reader_is_not_an_error(deployments: Path):
+    """`... | head`: the reader goes away; no traceback, no "Exception ignored" at exit."""
+    import subprocess
+    import sys
+
+    from conftest import ROOT
+
+    values = json.dumps({"lr": [i / 1000 for i in range(1, 400)]})
+    made = run_wizard("new", "big", "--answers", str(EXAMPLES / "lr-sweep.yaml"), "--set", f"experiment.sweep.parameters={values}",
+                      "--deployments-dir", str(deployments))
+    assert made.returncode == 0, made.stderr
+    command = f"{sys.executable} -m wizard sweep {deployments / 'big'} --dry-run --yaml"
+    full = subprocess.run(command, shell=True, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert full.returncode == 0 and len(full.stdout) > 128 * 1024  # more than a pipe holds (64 KiB)
+    for _ in range(2):
+        result = subprocess.run(["bash", "-o", "pipefail", "-c", command + " | head -c 10 >/dev/null"], cwd=ROOT,
+                                capture_output=True, text=True, timeout=120)
+        assert result.returncode == 0 and result.stderr == "", result.stderr

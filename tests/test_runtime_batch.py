@@ -161,3 +161,13 @@ def test_other_trackers_are_named_not_silently_ignored() -> None:
 
     note = log_to_tracker(Summary(), TrackingSettings(enabled=True, backend="mlflow"), {})
     assert note == "tracking backend 'mlflow' is not supported by batch runs yet; summary not logged"
+
+
+def test_tracking_mode_auto_follows_what_the_pod_was_given() -> None:
+    from runtime.settings import TrackingSettings
+
+    auto = TrackingSettings(enabled=True)
+    assert auto.wandb_mode({}) == "offline"
+    assert auto.wandb_mode({"WANDB_API_KEY": "k"}) == "online"
+    assert auto.wandb_mode({"WANDB_API_KEY": "k", "WANDB_MODE": "offline"}) == "offline"
+    assert TrackingSettings(enabled=True, mode="online").wandb_mode({}) == "online"

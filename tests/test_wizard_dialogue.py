@@ -286,7 +286,7 @@ def test_preset_sweep_asks_for_parameters(tmp_path):
     cfg = w.config()
     assert cfg["experiment"]["sweep"]["parameters"] == {"lr": [0.0001, 0.001], "batch_size": [16, 32]}
     assert cfg["experiment"]["tracking"] == {"enabled": True, "backend": "wandb",
-                                             "entity": "my-team", "tags": [], "mode": "online"}
+                                             "entity": "my-team", "tags": [], "mode": "auto"}
     assert w.resolved().experiment.tracking.project == "lr-sweep" and w.follows("project", "lr-sweep")
     assert cfg["application"]["source"]["path"] == "train.py"
     assert "oc create secret generic wandb-api-key" in w.text

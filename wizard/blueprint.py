@@ -22,7 +22,7 @@ from typing import Any
 
 from .clusters import ClusterProfile, profile
 from .config import Config
-from .paths import CONFIG_MOUNT, CONFIG_PATH_IN_POD, WORKSPACE_MOUNT
+from .paths import CONFIG_MOUNT, CONFIG_PATH_IN_POD, PACKAGE, WORKSPACE_MOUNT
 
 TOOL = "mlshift"
 LABEL_PREFIX = "mlshift.io"
@@ -52,6 +52,15 @@ IDLE_COMMAND = [
 # Installs the requirements at start when the image was not built with them; the file and
 # the application's words are positional parameters, so no user text is parsed by the shell.
 REQUIREMENTS_WRAPPER = 'if [ -n "$1" ]; then python3 -m pip install --quiet --user -r "$1" || exit 1; fi; shift; exec "$@"'
+# experiment.tracking.mode auto in a pod whose manifest is written before the cluster is asked (a
+# Deployment's): W&B is online when the Secret gave WANDB_API_KEY, else offline; then the command.
+WANDB_AUTO_WRAPPER = ('if [ -z "${WANDB_MODE:-}" ]; then if [ -n "${WANDB_API_KEY:-}" ]; then WANDB_MODE=online; '
+                      'else WANDB_MODE=offline; fi; export WANDB_MODE; fi; exec "$@"')
+# Runs (issue 14): a job's Python entry point starts through the launcher, which the ConfigMap
+# carries (wizard/launch.py: standard library only, so it runs in any image with Python).
+LAUNCHER_FILE = PACKAGE / "launch.py"
+LAUNCH_PATH_IN_POD = f"{CONFIG_MOUNT}/launch.py"
+RUN_LABEL = f"{LABEL_PREFIX}/submission"  # a submitted Job's pods carry their submission id (ops.base.SUBMISSION_LABEL)
 
 
 # The pod's and the container's security context, as templates/manifests/_pod.yaml.j2 spells
@@ -104,6 +113,74 @@ def route_host_problem(name: str, namespace: str) -> str | None:
 def k8s_escape(word: str) -> str:
     """Keep a word as it is through Kubernetes' $(VAR) expansion of command and args."""
     return word.replace("$", "$$")
+
+
+def param_text(value: Any) -> str:
+    """A sweep parameter's value as text: in its argument and in a trial's name."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def trial_identity(config: Config, sweep_id: str, index: int, params: dict[str, Any] | None, *,
+                   agent: bool = False) -> dict[str, str]:
+    """The run variables of trial ``index`` of a sweep (the shared contract of issue 14): its run
+    id ``<sweep id>-<index, 3 digits at least>``, its name ``<app>-<k1>=<v1>,...``, its group (the
+    sweep), its record folder, its parameters as JSON and, with W&B tracking, the W&B names.
+
+    ``agent``: a W&B sweep's agent chooses the parameters (bayes): they are not known here, the
+    name is ``<app>-<index>``, and W&B assigns the run id (no WANDB_RUN_ID, no MLSHIFT_PARAMS).
+    """
+    import json
+
+    run = f"{sweep_id}-{index:03d}"
+    if params:
+        name = config.name + "-" + ",".join(f"{k}={param_text(v)}" for k, v in params.items())
+    else:
+        name = f"{config.name}-{index:03d}"
+    env = {"MLSHIFT_RUN": run, "MLSHIFT_RUN_NAME": name, "MLSHIFT_RUN_GROUP": sweep_id,
+           "MLSHIFT_RESULTS": f"{WORKSPACE_MOUNT}/{config.name}/results/{run}/"}
+    if not agent:
+        env["MLSHIFT_PARAMS"] = json.dumps(params or {}, ensure_ascii=False)
+    tr = config.experiment.tracking
+    if tr.enabled and tr.backend == "wandb":
+        env.update(WANDB_RUN_GROUP=sweep_id, WANDB_JOB_TYPE="sweep-trial", WANDB_NAME=name)
+        if not agent:
+            env["WANDB_RUN_ID"] = run  # stable: a retried pod resumes its run
+        env["WANDB_RESUME"] = "allow"
+    return env
+
+
+def results_dir(app: str, run_id: str) -> str:
+    """A run's record folder on the volume: run.json, metrics.jsonl, stdout.log (see wizard/launch.py)."""
+    return f"{WORKSPACE_MOUNT}/{app}/results/{run_id}/"
+
+
+def wandb_dir(app: str) -> str:
+    """WANDB_DIR of an application's runs: offline runs stay there on the volume (in wandb's own
+    ``wandb/`` folder under it) until sync-runs uploads them."""
+    return f"{WORKSPACE_MOUNT}/{app}/wandb/"
+
+
+def run_identity(config: Config, run_id: str, group: str | None = None) -> dict[str, str]:
+    """The run variables of one submitted run (the shared contract of issue 14; a sweep's trials:
+    :func:`trial_identity`): its run id (the submission id), its name (the application's), its
+    group (``group``, else the run id), its record folder, no parameters and, with W&B tracking,
+    the W&B names (job type ``train``; WANDB_RUN_ID is the run id: a retried pod resumes its run).
+    ``run_id`` may be ``$(MLSHIFT_RUN)``, which Kubernetes expands (Blueprint.run_env)."""
+    group = group or run_id
+    env = {"MLSHIFT_RUN": run_id, "MLSHIFT_RUN_NAME": config.name, "MLSHIFT_RUN_GROUP": group,
+           "MLSHIFT_RESULTS": results_dir(config.name, run_id), "MLSHIFT_PARAMS": "{}"}
+    tr = config.experiment.tracking
+    if tr.enabled and tr.backend == "wandb":
+        env.update(WANDB_RUN_GROUP=group, WANDB_JOB_TYPE="train", WANDB_NAME=config.name, WANDB_RUN_ID=run_id,
+                   WANDB_RESUME="allow")
+    return env
+
+
+def launch_script() -> str:
+    """The launcher's text (wizard/launch.py), as the ConfigMap carries it to /etc/mlshift/launch.py."""
+    return LAUNCHER_FILE.read_text(encoding="utf-8")
 
 
 @dataclass
@@ -299,6 +376,17 @@ class Blueprint:
         return "torchrun" if self.multi_node else "python"
 
     @property
+    def uses_launcher(self) -> bool:
+        """A job's Python entry point starts through the launcher (/etc/mlshift/launch.py, from the
+        ConfigMap): it starts the W&B run when tracking is on and writes the run's record folder."""
+        app = self.config.application
+        return self.is_job and app.enabled and app.type in ("single_file", "directory") and bool(self.entry_file)
+
+    @property
+    def launch_script(self) -> str:
+        return launch_script()
+
+    @property
     def user_argv(self) -> list[str]:
         return self.config.application.execution.argv()
 
@@ -349,11 +437,20 @@ class Blueprint:
         if not app.enabled or self.mode == "manual":
             return list(IDLE_COMMAND)
         prefix, args = self._argv_parts(extra_args)
+        if self.uses_launcher:  # python3|torchrun ... /etc/mlshift/launch.py ENTRY ARGS
+            prefix = [*prefix[:-1], LAUNCH_PATH_IN_POD, prefix[-1]]
         ours = RENDEZVOUS_REFS if (self.launcher == "torchrun" and self.multi_node) else frozenset()
         words = [w if w in ours else k8s_escape(w) for w in prefix] + [k8s_escape(w) for w in args]
-        req = app.requirements
+        return self.started(words)
+
+    def started(self, words: list[str]) -> list[str]:
+        """The container's command that runs ``words`` (escaped for Kubernetes): behind the
+        installer of the requirements when the image was not built with them."""
+        req = self.config.application.requirements
         if req and not self.build and not self.config.uses_runtime:
-            return ["/bin/sh", "-c", REQUIREMENTS_WRAPPER, "mlshift-start", k8s_escape(self._in_workdir(req)), *words]
+            words = ["/bin/sh", "-c", REQUIREMENTS_WRAPPER, "mlshift-start", k8s_escape(self._in_workdir(req)), *words]
+        if self.wandb_on and self.wandb_mode == "auto" and not self.is_job:
+            words = ["/bin/sh", "-c", WANDB_AUTO_WRAPPER, "mlshift-wandb", *words]
         return words
 
     # ------------------------------------------------------------------ resources
@@ -417,17 +514,23 @@ class Blueprint:
             if inf.api_key_secret:
                 env.append(self._secret_env("RUNTIME_API_KEY", inf.api_key_secret, "api-key"))
                 env.append(self._secret_env("VLLM_API_KEY", inf.api_key_secret, "api-key"))
+        env += self.run_env  # a job's run variables: MLSHIFT_RUN first, the others refer to it
         if tr.enabled:
             if tr.backend == "wandb":
-                env += [{"name": "WANDB_PROJECT", "value": tr.project},
-                        {"name": "WANDB_DIR", "value": f"{WORKSPACE_MOUNT}/wandb"},
-                        {"name": "WANDB_MODE", "value": tr.mode}]
+                mode = self.wandb_mode
+                env += [{"name": "MLSHIFT_TRACKING", "value": "wandb"},
+                        {"name": "WANDB_PROJECT", "value": tr.project}]
                 if tr.entity:
                     env.append({"name": "WANDB_ENTITY", "value": tr.entity})
                 if tr.tags:
                     env.append({"name": "WANDB_TAGS", "value": ",".join(tr.tags)})
-                if cfg.secrets.wandb and tr.mode == "online":
-                    env.append(self._secret_env("WANDB_API_KEY", cfg.secrets.wandb, "WANDB_API_KEY"))
+                env.append({"name": "WANDB_DIR", "value": wandb_dir(self.name)})
+                if mode != "auto":  # auto, not decided yet: the launcher (or the pod's start) decides from WANDB_API_KEY
+                    env.append({"name": "WANDB_MODE", "value": mode})
+                if tr.base_url:
+                    env.append({"name": "WANDB_BASE_URL", "value": tr.base_url})
+                if cfg.secrets.wandb and mode != "offline":
+                    env.append(self._secret_env("WANDB_API_KEY", cfg.secrets.wandb, "WANDB_API_KEY", optional=mode == "auto"))
             elif tr.backend == "mlflow":
                 env += [{"name": "MLFLOW_TRACKING_URI", "value": tr.uri or ""},
                         {"name": "MLFLOW_EXPERIMENT_NAME", "value": tr.project}]
@@ -444,6 +547,28 @@ class Blueprint:
             ]
         return env
 
+    @property
+    def wandb_on(self) -> bool:
+        tr = self.config.experiment.tracking
+        return tr.enabled and tr.backend == "wandb"
+
+    @property
+    def wandb_mode(self) -> str:
+        """online, offline, or auto while not decided (a manifest written before the cluster is
+        asked). submit decides auto for the Jobs it creates (ops/tracking.py); offline without secrets.wandb."""
+        mode = self.config.experiment.tracking.mode
+        return "offline" if (mode == "auto" and not self.config.secrets.wandb) else mode
+
+    @property
+    def run_env(self) -> list[dict[str, Any]]:
+        """A submitted Job's run variables (:func:`run_identity`): MLSHIFT_RUN is its submission id,
+        read from its pods' label; the others refer to it. None for the pods of a Deployment."""
+        if not self.is_job:
+            return []
+        values = run_identity(self.config, "$(MLSHIFT_RUN)")
+        env: list[dict[str, Any]] = [{"name": "MLSHIFT_RUN", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{RUN_LABEL}']"}}}]
+        return env + [{"name": k, "value": v} for k, v in values.items() if k != "MLSHIFT_RUN"]
+
     @staticmethod
     def _secret_env(name: str, secret: str, key: str, *, optional: bool = False) -> dict[str, Any]:
         ref: dict[str, Any] = {"name": secret, "key": key}
@@ -457,9 +582,10 @@ class Blueprint:
         cfg, out = self.config, []
         if cfg.secrets.huggingface:
             out.append({"name": cfg.secrets.huggingface, "key": "HF_TOKEN", "purpose": "Hugging Face token for gated models", "required": "no"})
-        tr = cfg.experiment.tracking
-        if tr.enabled and tr.backend == "wandb" and tr.mode == "online" and cfg.secrets.wandb:
-            out.append({"name": cfg.secrets.wandb, "key": "WANDB_API_KEY", "purpose": "Weights & Biases API key", "required": "yes"})
+        mode = self.wandb_mode
+        if self.wandb_on and mode != "offline" and cfg.secrets.wandb:
+            out.append({"name": cfg.secrets.wandb, "key": "WANDB_API_KEY", "required": "yes" if mode == "online" else "no",
+                        "purpose": "Weights & Biases API key" + ("" if mode == "online" else "; without it runs are tracked offline")})
         if (cfg.inference.enabled or cfg.application.type == "batch_inference") and cfg.inference.api_key_secret:
             out.append({"name": cfg.inference.api_key_secret, "key": "api-key", "purpose": "bearer key clients must send", "required": "yes"})
         return out

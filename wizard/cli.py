@@ -255,7 +255,12 @@ def run(argv: Sequence[str] | None, handler: Callable[[argparse.Namespace], int]
 
 def main(argv: Sequence[str] | None = None) -> int:
     try:
-        return run(argv)
+        code = run(argv)
+        sys.stdout.flush()  # here, where a reader that went away (| head) can still be handled
+        return code
+    except BrokenPipeError:  # before OSError, which it is: the reader has all it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except ConfigError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
@@ -269,5 +274,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("\ninterrupted; nothing was left half-written", file=sys.stderr)
         return 130
-    except BrokenPipeError:
-        return 0

@@ -1,13 +1,14 @@
 """Cluster profiles: GPU resource name, tolerations, storage classes (one for volumes several nodes
-mount at once), GPU product per cluster."""
+mount at once), GPU product per cluster, and the Kubernetes version where it is known."""
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 from .loader import did_you_mean, read_yaml
@@ -35,6 +36,23 @@ class ClusterProfile(BaseModel):
     # A StorageClass whose volumes several nodes mount at once (ReadWriteMany: CephFS, NFS...);
     # empty where none is known. Volumes that several pods use at once are created in it.
     rwx_storage_class: str | None = None
+    # The cluster's Kubernetes version, "major.minor" (OpenShift 4.16 is "1.29"); empty where not
+    # known. A sweep retries each trial on its own (backoffLimitPerIndex) only where it is 1.29 or
+    # later; elsewhere, and when unknown, its trials share one retry budget (backoffLimit).
+    kubernetes_version: str | None = None
+
+    @field_validator("kubernetes_version", mode="before")
+    @classmethod
+    def _version(cls, v: object) -> object:
+        if v is None:
+            return v
+        if not isinstance(v, str) or not re.fullmatch(r"1\.\d+(\.\d+)?", v):
+            raise ValueError(f"{v!r} is not a Kubernetes version; write it quoted as major.minor, e.g. \"1.29\"")
+        return v
+
+    def kubernetes_at_least(self, minor: int) -> bool:
+        """The profile states a Kubernetes 1.<minor> or later (False when it states none)."""
+        return self.kubernetes_version is not None and int(self.kubernetes_version.split(".")[1]) >= minor
 
 
 @lru_cache(maxsize=None)

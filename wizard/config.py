@@ -405,7 +405,7 @@ class Monitoring(Strict):
     type: Annotated[Literal["inference", "training", "none"], choice("inference", "training", "none")] | None = Field(
         None, description="What the application is (inference, training or none), recorded in the config the pods read; nothing in mlshift acts on it yet. Default follows the application."
     )
-    metrics: list[str] = Field(default_factory=list, description="Metric names compare-experiments reads from the last lines of each job's log, after experiment.sweep.metric (--metric replaces both).")
+    metrics: list[str] = Field(default_factory=list, description="Metrics compare-experiments shows beside experiment.sweep.metric (--metric replaces both); they come from the runs' records and W&B.")
     service_monitor: bool = Field(False, description="Create a ServiceMonitor so the cluster's user-workload Prometheus scrapes the server.")
 
 
@@ -416,12 +416,21 @@ class Tracking(Strict):
     entity: str | None = Field(None, description="W&B team or user.")
     tags: list[str] = Field(default_factory=list)
     uri: str | None = Field(None, description="MLflow tracking URI (mlflow backend).")
-    mode: Annotated[Literal["online", "offline"], choice("online", "offline")] = Field(
-        "online", description="W&B mode; offline writes runs to the workspace for a later `wandb sync`."
+    mode: Annotated[Literal["auto", "online", "offline"], choice("auto", "online", "offline")] = Field(
+        "auto", description="W&B mode: auto is online when the W&B Secret (secrets.wandb) exists and offline otherwise, "
+                            "decided at deploy and submit; offline runs stay on the volume until sync-runs uploads them."
     )
+    base_url: str | None = Field(None, description="URL of a self-hosted W&B server (WANDB_BASE_URL); empty for wandb.ai.")
+
+    @field_validator("base_url")
+    @classmethod
+    def _base_url(cls, v: str | None) -> str | None:
+        if v and not re.match(r"^https?://[^\s/]+", v):
+            raise ValueError(f"{v!r} is not an http(s) URL, e.g. https://wandb.example.com")
+        return v or None
 
 
-MAX_SWEEP_RUNS = 10_000  # jobs one sweep may submit
+MAX_SWEEP_RUNS = 10_000  # trials one sweep may run (the indexes of its Job)
 
 
 class Sweep(Strict):
@@ -432,6 +441,10 @@ class Sweep(Strict):
     metric: str | None = Field(None, description="Metric to compare runs by.")
     goal: Annotated[Literal["minimize", "maximize"], choice("minimize", "maximize")] = "minimize"
     flag_format: str = Field("--{name}={value}", description="How one parameter becomes an argument; `{name}` and `{value}` are replaced.")
+    seed: int | None = Field(None, description="Seed of a random sweep's draw (run-sweep.sh --seed replaces it); empty: a new draw each time, its seed shown at submit.")
+    retries: int = Field(1, ge=0, le=10, description="Times one failed trial is tried again (per trial on Kubernetes 1.29+; older clusters: the trials share one budget, see the cluster profile's kubernetes_version).")
+    max_failed_trials: int | None = Field(None, ge=0, le=MAX_SWEEP_RUNS,
+                                          description="Stop the whole sweep when more trials than this have failed (Kubernetes 1.29+); empty: every trial runs whatever the others do.")
 
     @field_validator("parameters")
     @classmethod
@@ -456,14 +469,14 @@ class Sweep(Strict):
         return math.prod(len(values) for values in self.parameters.values())
 
     def oversize(self) -> str | None:
-        """Why an uncapped grid is too large to submit (more than MAX_SWEEP_RUNS jobs), or None.
+        """Why an uncapped grid is too large to run (more than MAX_SWEEP_RUNS trials), or None.
 
         The message names the parameter with the most values, the first one to trim.
         """
         if self.method != "grid" or self.max_runs is not None or self.size <= MAX_SWEEP_RUNS:
             return None
         key = max(self.parameters, key=lambda name: len(self.parameters[name]))
-        return (f"the grid has {self.size:,} combinations, more than the {MAX_SWEEP_RUNS:,} jobs one sweep may submit; "
+        return (f"the grid has {self.size:,} combinations, more than the {MAX_SWEEP_RUNS:,} trials one sweep may run; "
                 f"{key!r} contributes most ({len(self.parameters[key])} values): give fewer values, "
                 f"set experiment.sweep.max_runs, or use method: random")
 

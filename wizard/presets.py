@@ -57,7 +57,7 @@ PRESETS: tuple[Preset, ...] = (
     ),
     Preset(
         "sweep",
-        "Hyperparameter sweep of a training script: one job per combination, tracked in W&B",
+        "Hyperparameter sweep of a training script: one trial per combination, tracked in W&B",
         {
             "application": {
                 "type": "single_file",

@@ -364,7 +364,7 @@ QUESTIONS: tuple[Question, ...] = (
     Question("experiment.tracking.tags", TRK, "Tags", "list",
              applies=lambda v: not v.serves and v.on("experiment.tracking.enabled"), hint="(comma-separated)"),
     # ---- sweep
-    Question("experiment.sweep", SWP, "Sweep over parameters (one job per combination)?", "confirm",
+    Question("experiment.sweep", SWP, "Sweep over parameters (one trial per combination)?", "confirm",
              applies=lambda v: v.mode == "job" and v.user_app, read=_read_sweep, write=_write_sweep),
     Question("experiment.sweep.parameters", SWP, "Parameters to sweep", "params",
              applies=lambda v: v.mode == "job" and v.user_app and v.sweeping,

@@ -246,13 +246,20 @@ class JobSubmission:
     """What one submitted Job has of its own, besides its blueprint: the Job template's other inputs.
 
     templates/manifests/job.yaml.j2 shows where each goes. The command comes from the blueprint
-    of the run's own config, which holds the run's arguments.
+    of the run's own config, which holds the run's arguments; a sweep's Job brings its own
+    (:func:`wizard.ops.jobs.submit_sweep`): the trial wrapper, the run variables shared by its
+    trials, its completions, parallelism and retries, and the ConfigMaps of its table of trials.
     """
 
     name: str  # the Job's name: <application>-<submission id>
     labels: dict[str, str]  # added to the standard labels of the Job and of its pods
     annotations: dict[str, str]  # the Job's: its arguments, overrides, sweep parameters
     config_annotation: str  # the pod annotation that carries the run's config.yaml (mounted from it)
+    spec: dict[str, Any] | None = None  # the Job's completion and retry fields, instead of the blueprint's
+    command: list[str] | None = None  # the container's command, instead of the blueprint's
+    env: list[dict[str, Any]] | None = None  # the container's environment, instead of the blueprint's
+    trial_tables: tuple[str, ...] = ()  # ConfigMaps mounted together at trials_mount: one file per index
+    trials_mount: str = "/etc/mlshift-trials"
 
 
 def render_job(blueprint: Blueprint, submission: JobSubmission) -> str:
@@ -261,6 +268,94 @@ def render_job(blueprint: Blueprint, submission: JobSubmission) -> str:
     config_text = dump_config(blueprint.config, schema_ref=SCHEMA_FILE)
     template = environment().get_template("manifests/job.yaml.j2")
     return template.render(_context(blueprint, submission=submission, config_text=config_text))
+
+
+# --------------------------------------------------------------------------- sweeps
+TRIALS_MOUNT = JobSubmission.trials_mount
+# The container's command in a sweep's Indexed Job: plain sh, in any image. It reads the file of
+# its index (JOB_COMPLETION_INDEX, set by Kubernetes) from the table of trials, which sets the
+# trial's run variables and appends the trial's arguments to "$@" (the application's command), and
+# runs it. The file is written by trial_file(): every word in it is single-quoted (shlex.quote),
+# so sh parses no user text, and the words reach the process byte for byte. No "$(" and no "$$":
+# Kubernetes' expansion of the command leaves it as it is.
+TRIAL_WRAPPER = (
+    'case "${JOB_COMPLETION_INDEX:-}" in ""|*[!0-9]*) '
+    'echo "mlshift: JOB_COMPLETION_INDEX is not a trial index (an Indexed Job sets it)" >&2; exit 1;; esac; '
+    't="$1/$JOB_COMPLETION_INDEX"; shift; '
+    'if [ ! -f "$t" ]; then echo "mlshift: trial $JOB_COMPLETION_INDEX: its file $t is missing" >&2; exit 1; fi; '
+    '. "$t"; exec "$@"'
+)
+TABLE_BUDGET = 700_000  # bytes of one ConfigMap's data, as JSON (the API server's limit is 1 MiB)
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def trial_command(process: list[str]) -> list[str]:
+    """The sweep's container command: the trial wrapper, then ``process`` (escaped for Kubernetes)."""
+    return ["/bin/sh", "-c", TRIAL_WRAPPER, "mlshift-trial", TRIALS_MOUNT, *process]
+
+
+def trial_file(words: list[str], env: dict[str, str]) -> str:
+    """One trial's file in the table: its run variables (``export NAME='value'``) and its
+    arguments (``set -- "$@" 'word' ...``), each value single-quoted by shlex.quote."""
+    import shlex
+
+    lines = []
+    for name, value in env.items():
+        if not _ENV_NAME.fullmatch(name):
+            raise ValueError(f"{name!r} is not an environment variable name")
+        lines.append(f"export {name}={shlex.quote(value)}")
+    if words:
+        lines.append('set -- "$@" ' + " ".join(shlex.quote(w) for w in words))
+    return "".join(line + "\n" for line in lines)
+
+
+def read_trial_file(text: str) -> tuple[list[str], dict[str, str]]:
+    """(arguments, run variables) of a file trial_file() wrote."""
+    import shlex
+
+    words = shlex.split(text, comments=True)
+    env: dict[str, str] = {}
+    args: list[str] = []
+    i = 0
+    while i < len(words):
+        if words[i] == "export" and i + 1 < len(words):
+            name, _, value = words[i + 1].partition("=")
+            env[name] = value
+            i += 2
+        elif words[i:i + 3] == ["set", "--", "$@"]:
+            args = words[i + 3:]
+            break
+        else:
+            i += 1
+    return args, env
+
+
+def trial_tables(files: list[str], names: Any) -> list[tuple[str, dict[str, str]]]:
+    """The table of trials as ConfigMaps: (name, data) with one key per index (``"0"``, ``"1"``...).
+    Split into as many as their size needs; ``names(k)`` is the name of the k-th (0, 1, ...)."""
+    tables: list[tuple[str, dict[str, str]]] = []
+    data: dict[str, str] = {}
+    size = 0
+    for index, text in enumerate(files):
+        cost = len(json.dumps(text)) + len(str(index)) + 8
+        if data and size + cost > TABLE_BUDGET:
+            tables.append((names(len(tables)), data))
+            data, size = {}, 0
+        data[str(index)] = text
+        size += cost
+    tables.append((names(len(tables)), data))
+    return tables
+
+
+def render_object(obj: dict[str, Any]) -> str:
+    """An object built here (a sweep's ConfigMap of trials) as the YAML sent to oc."""
+    return _dump(obj, OcDumper, False)
+
+
+def with_env(env: list[dict[str, Any]], values: dict[str, str]) -> list[dict[str, Any]]:
+    """``env`` with these variables set: each replaces one of the same name, or is added."""
+    out = [e for e in env if e.get("name") not in values]
+    return out + [{"name": k, "value": v} for k, v in values.items()]
 
 
 def object_list(documents: list[str]) -> str:

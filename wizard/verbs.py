@@ -143,11 +143,23 @@ def _watch_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("job", nargs="?", metavar="JOB", help="job name or submission id (default: the newest)")
     p.add_argument("--no-logs", action="store_true", help="follow the state only, not the logs")
     p.add_argument("--timeout", type=_positive, metavar="SECONDS", help="give up watching after this long (the job goes on)")
-    p.epilog = "Exit code: 0 when the job succeeded, 1 when it failed."
+    _trials(p)
+    p.epilog = ("A sweep (its id, or its Job) is watched as one line of counts, not its logs.\n"
+                "Exit code: 0 when the job (every trial of a sweep) succeeded, 1 when it failed.")
+
+
+def _trials(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--trials", action="store_true",
+                   help="show each trial of a sweep (its index, run id, state, pod and parameters), not only the sweep's line")
 
 
 def _jobs_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sweep", metavar="ID", help="only the jobs of this sweep")
+    _trials(p)
+
+
+def _status_arguments(p: argparse.ArgumentParser) -> None:
+    _trials(p)
 
 
 def _run_app_arguments(p: argparse.ArgumentParser) -> None:
@@ -199,14 +211,41 @@ def _sync_arguments(p: argparse.ArgumentParser) -> None:
 def _sweep_arguments(p: argparse.ArgumentParser) -> None:
     _sets(p, "every run of this sweep")
     p.add_argument("--max-runs", type=_positive, metavar="N", help="submit at most N runs")
-    p.add_argument("--seed", type=int, metavar="N", help="random seed for a random sweep")
+    p.add_argument("--seed", type=int, metavar="N", help="random seed for a random sweep (default: experiment.sweep.seed, else a new one, shown)")
+    p.add_argument("--wandb-sweep", metavar="ENTITY/PROJECT/ID",
+                   help="bayes: run agents for this existing W&B sweep instead of creating one here with the W&B API")
     _no_sync(p)
-    p.add_argument("--yaml", action="store_true", help="with --dry-run: also print the Jobs (YAML) after the table of runs")
+    p.add_argument("--yaml", action="store_true",
+                   help="with --dry-run: also print the objects (the Job, its table of trials) after the table of trials")
 
 
 def _compare_arguments(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--sweep", metavar="ID", help="the sweep to compare (default: the newest)")
-    p.add_argument("--metric", action="append", metavar="NAME", help="a metric to read from the logs (repeatable)")
+    p.add_argument("--sweep", metavar="ID",
+                   help="the sweep (or batch) to compare (default: the newest sweep, else every run; all: every run)")
+    p.add_argument("--metric", action="append", metavar="NAME",
+                   help="the metric to rank the runs by (default: experiment.sweep.metric); repeat it to show more "
+                        "(default: monitoring.metrics, else every metric the runs logged)")
+    p.add_argument("--goal", choices=("min", "max"), help="whether lower or higher is better (default: experiment.sweep.goal)")
+    p.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
+                   help="compare the runs in this folder on this machine, no cluster: W&B offline run folders "
+                        "(wandb/offline-run-*) and run records (results/*/run.json), in any mix")
+    p.add_argument("--csv", type=Path, metavar="FILE", help="also write the table as CSV (every parameter and shown metric)")
+    p.add_argument("--json", action="store_true", help="print the comparison as JSON (with each run's history) instead of the table")
+    p.add_argument("--plot", type=Path, metavar="FILE.png",
+                   help="also draw the metric per run over steps, and against each swept parameter, as a PNG")
+    p.add_argument("--html", type=Path, metavar="FILE", help="also write one self-contained HTML report: the table and the plots")
+    p.epilog = ("Runs are read from W&B's API (when tracking is online), from the runs' records and W&B offline runs on\n"
+                "the workspace volume (one oc exec), and, for jobs that have neither, from their logs.\n"
+                "examples:\n"
+                "  compare-experiments.sh --sweep 251130-031200-ab12 --plot sweep.png\n"
+                "  compare-experiments.sh --from results/ --metric val_loss --goal min --csv runs.csv")
+
+
+def _sync_runs_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="*", metavar="RUN", help="only these runs (run ids; default: every offline run not synced yet)")
+    p.epilog = ("Uploads from a short-lived pod of the application's image (it has wandb) with the API key of\n"
+                "secrets.wandb: nothing is downloaded. A run already synced is skipped (wandb's .wandb.synced\n"
+                "marker beside it on the volume); a run whose job still runs is left for next time.")
 
 
 def _run_local_arguments(p: argparse.ArgumentParser) -> None:
@@ -255,7 +294,8 @@ VERBS: tuple[Verb, ...] = (
          "deploy:deploy", _deploy_arguments, renders=True),
     Verb("delete", "delete.sh", "Delete what deploy created (the workspace volume only with --volumes).",
          "deploy:delete", _delete_arguments),
-    Verb("status", "status.sh", "Show pods, jobs, the Route and why anything is pending or failing.", "deploy:status"),
+    Verb("status", "status.sh", "Show pods, jobs, the Route and why anything is pending or failing.", "deploy:status",
+         _status_arguments),
     Verb("logs", "logs.sh", "Show (or follow with -f) the application's logs.", "jobs:logs", _logs_arguments),
     Verb("submit", "submit-job.sh", "Submit the job under a unique name; --set key=value changes this submission only.",
          "jobs:submit", _submit_arguments),
@@ -270,9 +310,12 @@ VERBS: tuple[Verb, ...] = (
     Verb("jupyter", "jupyter.sh", "Start Jupyter Lab in the pod and forward it to this machine.", "pods:jupyter", _jupyter_arguments),
     Verb("vscode", "vscode.sh", "Start VS Code (code-server) in the pod and forward it to this machine.", "pods:vscode", _vscode_arguments),
     Verb("sync", "sync-workspace.sh", "Upload workspace/ to the pod's /workspace, or download results.", "pods:sync", _sync_arguments),
-    Verb("sweep", "run-sweep.sh", "Submit one job per combination of experiment.sweep.parameters.", "jobs:sweep", _sweep_arguments),
+    Verb("sync-runs", "sync-runs.sh", "Upload the W&B runs tracked offline (on the workspace volume) with `wandb sync`, each once.",
+         "tracking:sync_runs", _sync_runs_arguments),
+    Verb("sweep", "run-sweep.sh", "Run the trials of experiment.sweep as one Indexed Job, experiment.parallelism at a time.",
+         "jobs:sweep", _sweep_arguments),
     Verb("compare", "compare-experiments.sh", "Compare the submitted runs' outcomes and metrics in one table.",
-         "jobs:compare", _compare_arguments),
+         "compare:compare", _compare_arguments),
     Verb("run-local", "run-local.sh", "Run the same application or server on this machine (CPU or local GPU).",
          "local:run_local", _run_local_arguments),
 )

@@ -71,8 +71,11 @@ def apply(ctx: Operation, files: list[Path]) -> dict[str, str]:
 
 # --------------------------------------------------------------------------- secrets
 def check_secrets(ctx: Operation) -> None:
+    from .tracking import at_deploy
+
     wanted = ctx.blueprint.secrets
     if not wanted:
+        at_deploy(ctx, set())  # W&B tracking without a Secret to look for: offline, said
         return
     names = [s["name"] for s in wanted]
     ans = ctx.oc.call("get", ["secret", *names, "-o", "name", "--ignore-not-found"], what="check the Secrets")
@@ -81,8 +84,9 @@ def check_secrets(ctx: Operation) -> None:
     found = {line.strip().split("/", 1)[-1] for line in ans.out.splitlines() if line.strip()}
     ns = f" -n {ctx.oc.namespace}" if ctx.oc.namespace else ""
     missing_required = []
+    wandb_auto = ctx.blueprint.wandb_on and ctx.blueprint.wandb_mode == "auto"
     for s in wanted:
-        if s["name"] in found:
+        if s["name"] in found or (wandb_auto and s["key"] == "WANDB_API_KEY"):  # mode auto: said by at_deploy
             continue
         cmd = f"oc create secret generic {s['name']} --from-literal={s['key']}=...{ns}"
         if s["required"] == "no":
@@ -92,8 +96,10 @@ def check_secrets(ctx: Operation) -> None:
     if missing_required:
         first, cmd = missing_required[0]
         more = f" (and {len(missing_required) - 1} more: " + "; ".join(c for _, c in missing_required[1:]) + ")" if len(missing_required) > 1 else ""
+        fallback = "; or set experiment.tracking.mode: auto (W&B offline without it)" if first["key"] == "WANDB_API_KEY" else ""
         raise UserError(f"the Secret {first['name']} ({first['purpose']}) is missing{more}",
-                        hint=f"create it with: {cmd}")
+                        hint=f"create it with: {cmd}{fallback}")
+    at_deploy(ctx, found)
 
 
 # --------------------------------------------------------------------------- image build
@@ -522,11 +528,18 @@ def status(ctx: Operation, args) -> int:
             ctx.say(f"  no pods: {diagnose.quota_line(failures[-1]) or failures[-1]}")
     jobs = by_kind.get("Job", [])
     if jobs:
-        from .jobs import job_state
+        from .jobs import SweepView, group_jobs, job_state, read_trial_tables, say_trials
 
-        ctx.say(f"Jobs ({len(jobs)}; the 10 newest, all with {ctx.script('list-jobs.sh')}):")
-        for j in sorted(jobs, key=lambda j: j["metadata"]["name"])[-10:]:
-            ctx.say(f"  {j['metadata']['name']}  {job_state(j)}")
+        entries = group_jobs(jobs)  # a sweep's Job(s) as one line
+        ctx.say(f"Jobs ({len(entries)}; the 10 newest, all with {ctx.script('list-jobs.sh')}):")
+        for entry in entries[-10:]:
+            if isinstance(entry, SweepView):
+                ctx.say(f"  {entry.name}  {entry.state()}  sweep {entry.sweep_id}: {entry.line()}")
+            else:
+                ctx.say(f"  {entry['metadata']['name']}  {job_state(entry)}")
+        views = [e for e in entries[-10:] if isinstance(e, SweepView)]
+        if getattr(args, "trials", False) and views:
+            say_trials(ctx, views, pods, read_trial_tables(ctx))
     for r in by_kind.get("Route", []):
         host = (r.get("spec") or {}).get("host")
         if host:
