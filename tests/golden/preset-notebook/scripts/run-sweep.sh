@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Submit one job per combination of experiment.sweep.parameters.
+# Run the trials of experiment.sweep as one Indexed Job, experiment.parallelism at a time.
 #
 # Usage: scripts/run-sweep.sh [options]      (scripts/run-sweep.sh --help lists them)
 # Works from any directory. Every run re-reads config.yaml, so edits take effect at once;
