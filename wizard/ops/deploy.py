@@ -208,20 +208,24 @@ def sync_pod_manifest(ctx: Operation) -> dict[str, Any]:
 
 
 class VolumePod:
-    """A pod with the workspace volume mounted: the application's own, or a short-lived one."""
+    """A pod with the workspace volume mounted: the application's own, or a short-lived one
+    (by default the small sync pod; ``manifest`` and ``purpose`` for another, e.g. sync-runs')."""
 
-    def __init__(self, ctx: Operation, pod: str | None, *, hint: str | None = None):
+    def __init__(self, ctx: Operation, pod: str | None, *, hint: str | None = None,
+                 manifest: dict[str, Any] | None = None, purpose: str = "to reach the workspace volume"):
         self.ctx, self.pod, self.temporary = ctx, pod, pod is None
         self.hint = hint  # one more way out, added to the error when the short-lived pod does not start
+        self.manifest, self.purpose = manifest, purpose
 
     def __enter__(self) -> str:
         if self.pod:
             return self.pod
         ctx = self.ctx
-        name = f"{ctx.name}-sync"
-        ctx.say(f"Starting {name} to reach the workspace volume...")
-        ctx.oc.call("delete", ["pod", name, "--ignore-not-found", "--wait=true"], what="remove an old sync pod")
-        ctx.oc.call("create", ["-f", "-"], stdin=yaml.safe_dump(sync_pod_manifest(ctx), sort_keys=False),
+        manifest = self.manifest or sync_pod_manifest(ctx)
+        name = manifest["metadata"]["name"]
+        ctx.say(f"Starting {name} {self.purpose}...")
+        ctx.oc.call("delete", ["pod", name, "--ignore-not-found", "--wait=true"], what="remove an old short-lived pod")
+        ctx.oc.call("create", ["-f", "-"], stdin=yaml.safe_dump(manifest, sort_keys=False),
                     what="start a pod for the workspace volume")
         self._wait_ready(name)
         self.pod = name
@@ -259,7 +263,8 @@ class VolumePod:
 
     def __exit__(self, *exc: Any) -> None:
         if self.temporary:
-            self.ctx.oc.call("delete", ["pod", f"{self.ctx.name}-sync", "--ignore-not-found", "--wait=false"], check=False)
+            name = (self.manifest or {}).get("metadata", {}).get("name") or f"{self.ctx.name}-sync"
+            self.ctx.oc.call("delete", ["pod", name, "--ignore-not-found", "--wait=false"], check=False)
 
 
 def running_pod(ctx: Operation) -> str | None:

@@ -22,8 +22,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import yaml
-
 from ..blueprint import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT, results_dir, wandb_dir
 from ..config import Config
 from ..errors import UserError
@@ -247,21 +245,7 @@ def sync_runs(ctx: Operation, args) -> int:
     options = json.dumps({"active": active, "only": list(args.runs or [])}, separators=(",", ":"))
     words = ["python3", "-c", SYNC_SCRIPT, wandb_dir(ctx.name).rstrip("/"), results_dir(ctx.name, "").rstrip("/"), options]
 
-    class UploadPod(VolumePod):
-        def __enter__(self) -> str:
-            name = sync_pod_name(ctx)
-            ctx.say(f"Starting {name} (image {ctx.blueprint.image}) to upload the offline runs...")
-            ctx.oc.call("delete", ["pod", name, "--ignore-not-found", "--wait=true"], what="remove an old upload pod")
-            ctx.oc.call("create", ["-f", "-"], stdin=yaml.safe_dump(sync_runs_pod(ctx), sort_keys=False),
-                        what="start the upload pod")
-            self._wait_ready(name)
-            self.pod = name
-            return name
-
-        def __exit__(self, *exc: Any) -> None:
-            ctx.oc.call("delete", ["pod", sync_pod_name(ctx), "--ignore-not-found", "--wait=false"], check=False)
-
-    with UploadPod(ctx, None) as pod:
+    with VolumePod(ctx, None, manifest=sync_runs_pod(ctx), purpose=f"(image {ctx.blueprint.image}) to upload the offline runs") as pod:
         rc = ctx.oc.stream("exec", [pod, "--", *words], check=False)
     if ctx.dry_run:
         return 0
