@@ -411,6 +411,15 @@ SESSIONS: list[Session | Commands] = [
     Commands("wizard-unknown-preset", ["python -m wizard new x --preset vllm-sever"]),
     Commands("multi-node-on-rwo", ["python -m wizard new mn --set application.execution.mode=job "
                                    "--set deployment.mode=multi-node --set deployment.num_nodes=2"]),
+    # docs/research-loop.md: a sweep submitted and followed against the recording oc
+    Commands("sweep-submit-watch", [
+        "python -m wizard new lr-sweep --answers docs/examples/lr-sweep.yaml >/dev/null",
+        "printf 'print(\"loss=0.5\")\\n' > deployments/lr-sweep/workspace/train.py",
+        "touch deployments/lr-sweep/workspace/requirements.txt",
+        "deployments/lr-sweep/scripts/deploy.sh >/dev/null 2>&1",
+        "deployments/lr-sweep/scripts/run-sweep.sh",
+        "deployments/lr-sweep/scripts/watch-job.sh --no-logs",
+    ]),
     # docs/research-loop.md: compare over the records of a finished sweep (fixed numbers: --sample-runs)
     Commands("compare-table", [
         "python docs/gen_transcripts.py --sample-runs runs",
@@ -544,8 +553,22 @@ def generate(work: Path) -> dict[str, str]:
             for command in s.commands:
                 _, text = shell(command, root, env)
                 shown.append(f"$ {command}\n{text}".rstrip("\n"))
-            out[s.name] = "\n".join(shown)
+            out[s.name] = fixed_ids("\n".join(shown))
     return out
+
+
+RUN_ID = re.compile(r"\b\d{6}-\d{6}-[a-z0-9]{4}\b")
+
+
+def fixed_ids(text: str) -> str:
+    """Submission and sweep ids (time and random letters) in their order of first appearance
+    replaced by fixed ones, so that a transcript is the same at every run."""
+    seen: dict[str, str] = {}
+
+    def fixed(m: re.Match[str]) -> str:
+        return seen.setdefault(m.group(0), f"251130-120000-{chr(ord('a') + len(seen) % 26) * 4}")
+
+    return RUN_ID.sub(fixed, text)
 
 
 # --------------------------------------------------------------------------- the pages
