@@ -1,4 +1,4 @@
-"""``python -m runtime serve|batch|bench``: flags onto settings, settings onto the core API,
+"""``python -m runtime serve|batch|bench|watch``: flags onto settings, settings onto the core API,
 known errors into one-line messages and exit codes."""
 
 from __future__ import annotations
@@ -24,6 +24,7 @@ from runtime.settings import (
     Flag,
     RuntimeConfig,
     ServeSettings,
+    WatchSettings,
     api_key_from_env,
     api_key_source,
     checked,
@@ -88,6 +89,11 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(batch, BatchSettings, "batch")
     batch.add_argument("--no-progress", action="store_true", help="no progress bar")
     batch.add_argument("--retry-errors", action="store_true", help="generate again the records that have an error row in --output")
+
+    watch = sub.add_parser("watch", help="evaluate training checkpoints on fixed prompts as they appear")
+    add_setting_flags(watch, WatchSettings, "watch")
+    add_setting_flags(watch, ServeSettings, "watch")
+    watch.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server")
     add_setting_flags(bench, BenchSettings, "bench")
@@ -232,7 +238,58 @@ def cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"serve": cmd_serve, "batch": cmd_batch, "bench": cmd_bench}
+def cmd_watch(args: argparse.Namespace) -> int:
+    import os
+
+    given = _given(args, WatchSettings)
+    engine_given = {k: v for k, v in _given(args, ServeSettings).items() if k not in given}
+    try:
+        w = checked(WatchSettings, given)
+        s = checked(ServeSettings, {**engine_given, "engine": "transformers"})
+    except UsageError as exc:
+        raise _flag_error(exc, {**given, **engine_given}) from None
+    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"watch needs {', '.join(missing)}: {RUNTIME_HINT}")
+    from runtime.watch import Watcher, WandbTable
+
+    def load(folder: Path) -> Any:
+        from runtime.engine_transformers import TransformersEngine
+
+        engine = TransformersEngine(s.with_overrides(model=str(folder)))
+        engine.load()
+        return engine
+
+    root = Path(w.checkpoints)
+    watcher = Watcher(root, Path(w.prompts), Path(w.output) if w.output else root, load=load,
+                      max_tokens=w.max_tokens, temperature=w.temperature, batch_size=w.batch_size,
+                      quiet_seconds=w.quiet_seconds)
+    project = w.wandb_project or os.environ.get("WANDB_PROJECT")
+    tracker = None
+    try:
+        if project:
+            watcher.tracker = tracker = WandbTable(project, {"checkpoints": str(root), "prompts": w.prompts,
+                                                             "max_tokens": w.max_tokens, "temperature": w.temperature})
+        if w.once:
+            done = watcher.run_pass()
+            if watcher.failed_now:
+                return 2
+            if not done:
+                print(f"nothing to evaluate: no complete checkpoint in {root} without results in {watcher.eval_dir}", file=sys.stderr)
+            else:
+                print(f"done: {len(done)} checkpoints evaluated; comparison in {watcher.eval_dir / 'index.html'}", flush=True)
+            return 0
+        print(f"watching {root} every {w.every:g} s (Ctrl-C to stop); results in {watcher.eval_dir}", file=sys.stderr, flush=True)
+        watcher.watch(w.every)
+        return 0
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        if tracker is not None:
+            tracker.finish()
+
+
+COMMANDS = {"serve": cmd_serve, "batch": cmd_batch, "bench": cmd_bench, "watch": cmd_watch}
 
 
 def main(argv: list[str] | None = None) -> int:

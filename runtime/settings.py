@@ -61,6 +61,8 @@ class Flag:
 
 SERVE = Flag(("serve",))
 BOTH = Flag()
+# Settings of loading a model, which `watch` (the transformers engine on each checkpoint) takes too.
+LOAD = Flag(("serve", "batch", "watch"))
 
 
 @dataclass(frozen=True)
@@ -105,20 +107,20 @@ class EngineSettings(BaseModel):
     tensor_parallel_size: Annotated[int | None, BOTH, Vllm("tensor_parallel_size")] = Field(
         None, ge=1, description="GPUs one model is split over (vLLM); default all the pod's GPUs."
     )
-    max_model_len: Annotated[int | None, BOTH, Vllm("max_model_len")] = Field(
+    max_model_len: Annotated[int | None, LOAD, Vllm("max_model_len")] = Field(
         None, ge=16, description="Context length; default the model's."
     )
-    dtype: Annotated[Dtype, choice("auto", "float16", "bfloat16", "float32"), BOTH, Vllm("dtype", default="auto")] = Field(
+    dtype: Annotated[Dtype, choice("auto", "float16", "bfloat16", "float32"), LOAD, Vllm("dtype", default="auto")] = Field(
         "auto", description="Weights' precision; `auto` is half precision on GPUs, float32 on CPUs."
     )
     quantization: Annotated[str | None, BOTH, Vllm("quantization")] = Field(
         None, description=f"One of {', '.join(QUANTIZATIONS)}; empty for none."
     )
-    gpu_memory_utilization: Annotated[float, BOTH, Vllm("gpu_memory_utilization")] = Field(
+    gpu_memory_utilization: Annotated[float, LOAD, Vllm("gpu_memory_utilization")] = Field(
         0.9, gt=0.0, le=1.0,
         description="Share of each GPU's memory the server may use (vLLM's own setting; the transformers engine's memory cap and batch-size probe).",
     )
-    max_batch_size: Annotated[int | None, BOTH, Vllm("max_num_seqs")] = Field(
+    max_batch_size: Annotated[int | None, LOAD, Vllm("max_num_seqs")] = Field(
         None, ge=1, le=4096, description="Most sequences in one batch (vLLM `--max-num-seqs`); default the engine's (probed on GPUs)."
     )
     max_queue: Annotated[int, SERVE] = Field(
@@ -133,10 +135,10 @@ class EngineSettings(BaseModel):
     enforce_eager: Annotated[bool | None, BOTH, Vllm("enforce_eager")] = Field(
         None, description="vLLM without CUDA graphs: less GPU memory and start-up time, slower decoding; default vLLM's."
     )
-    trust_remote_code: Annotated[bool, BOTH, Vllm("trust_remote_code")] = Field(
+    trust_remote_code: Annotated[bool, LOAD, Vllm("trust_remote_code")] = Field(
         False, description="Run the model repository's own code."
     )
-    direct_decode: Annotated[bool, BOTH] = Field(
+    direct_decode: Annotated[bool, LOAD] = Field(
         True,
         description="The transformers engine's direct decoding step for Llama, Mistral, Qwen2 and Qwen3 models (checked against transformers at start-up); false decodes through transformers' modules.",
     )
@@ -197,6 +199,30 @@ class BatchSettings(BaseModel):
     temperature: Annotated[float, Flag(("batch",))] = Field(0.0, ge=0.0, le=2.0, description="0 for greedy.")
     batch_size: Annotated[int | None, Flag(("batch",))] = Field(
         None, ge=1, description="Sequences per batch (transformers engine); default 64 on CPU, probed on GPUs."
+    )
+
+
+WATCH = Flag(("watch",))
+
+
+class WatchSettings(BaseModel):
+    """Checkpoints evaluated as they appear (``python -m runtime watch``; flags from these fields)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
+
+    checkpoints: Annotated[str, Flag(("watch",), "DIR")] = Field(description="Folder the trainer writes checkpoint folders into.")
+    prompts: Annotated[str, Flag(("watch",), "FILE")] = Field(description="JSON Lines file of fixed prompts, with `id` and `prompt` or `messages`.")
+    output: Annotated[str | None, Flag(("watch",), "DIR")] = Field(None, description="Where `eval/` goes; default the checkpoints folder.")
+    every: Annotated[Seconds, Flag(("watch",), "S")] = Field(60.0, gt=0.0, description="Seconds between looks at the folder.")
+    once: Annotated[bool, WATCH] = Field(False, description="Evaluate what is complete now and exit.")
+    quiet_seconds: Annotated[Seconds, Flag(("watch",), "S")] = Field(
+        30.0, ge=0.0, description="Seconds a checkpoint's files must stay unchanged to count as complete (without the marker)."
+    )
+    max_tokens: Annotated[int, Flag(("watch",), "N")] = Field(64, ge=1, le=1_000_000, description="Tokens to generate per prompt.")
+    temperature: Annotated[float, WATCH] = Field(0.0, ge=0.0, le=2.0, description="0 for greedy (comparable outputs).")
+    batch_size: Annotated[int | None, WATCH] = Field(None, ge=1, description="Sequences per batch; default the engine's.")
+    wandb_project: Annotated[str | None, Flag(("watch",), "PROJECT")] = Field(
+        None, description="Log a W&B table of the outputs to this project (default the WANDB_PROJECT variable; none: no W&B)."
     )
 
 

@@ -89,22 +89,23 @@ def _rows(model: type[BaseModel], prefix: str, sections: list[tuple[str, type[Ba
 
 def _runtime_flags() -> list[str]:
     """The engine settings as the runtime's flags and vLLM's arguments (from their marks)."""
-    from runtime.settings import BatchSettings, Flag, ServeSettings, Vllm, marks
+    from runtime.settings import BatchSettings, BenchSettings, Flag, ServeSettings, Vllm, WatchSettings, marks
 
     out = ["\n## Runtime flags\n",
-           "`python -m runtime serve|batch` takes one flag per setting, declared with the setting in "
+           "`python -m runtime serve|batch|watch|bench` takes one flag per setting, declared with the setting in "
            "`runtime/settings.py`; `--config config.yaml` reads the same keys, and flags override them. "
            "The vLLM column is the name vLLM's server (`--name`) and `LLM(...)` take.\n",
            "| flag | commands | config.yaml key | vLLM | meaning |\n| --- | --- | --- | --- | --- |"]
     keys = {"batch": BatchSettings.model_fields, "inference": Config.model_fields["inference"].annotation.model_fields}
-    for model in (ServeSettings, BatchSettings):
+    for model in (ServeSettings, BatchSettings, WatchSettings, BenchSettings):
         for name, field in model.model_fields.items():
             flag = marks(field, Flag)
             if flag is None:
                 continue
             vllm = marks(field, Vllm)
             section = "batch" if model is BatchSettings else "inference"
-            key = f"`{section}.{name}`" if name in keys[section] else ""
+            owned = model in (ServeSettings, BatchSettings)  # watch and bench flags are no config keys
+            key = f"`{section}.{name}`" if owned and name in keys[section] else ""
             desc = (field.description or "").replace("|", "\\|")
             out.append(f"| `--{name.replace('_', '-')}` | {', '.join(flag.commands)} | {key} | "
                        f"{f'`{vllm.name}`' if vllm else ''} | {desc} |")
