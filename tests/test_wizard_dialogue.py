@@ -21,62 +21,10 @@ pexpect = pytest.importorskip("pexpect")
 from wizard.config import Config  # noqa: E402
 from wizard.errors import ConfigError  # noqa: E402
 from wizard.loader import load_config, validate  # noqa: E402
+from terminal import Screen  # noqa: E402
 
 ENTER, DOWN, UP, CLEAR, CTRL_C = "\r", "\x1b[B", "\x1b[A", "\x15", "\x03"
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-CSI = re.compile(r"\x1b\[([0-9;?]*)([A-Za-z])|([^\x1b])|\x1b.?", re.S)
-
-
-class Screen:
-    """Just enough of a terminal to read what prompt_toolkit draws (it redraws only what changed)."""
-
-    def __init__(self) -> None:
-        self.lines: list[list[str]] = [[]]
-        self.row = self.col = 0
-
-    def _line(self) -> list[str]:
-        while len(self.lines) <= self.row:
-            self.lines.append([])
-        line = self.lines[self.row]
-        while len(line) < self.col:
-            line.append(" ")
-        return line
-
-    def feed(self, text: str) -> None:
-        for m in CSI.finditer(text):
-            args, cmd, char = m.group(1), m.group(2), m.group(3)
-            if char is not None:
-                if char == "\r":
-                    self.col = 0
-                elif char == "\n":
-                    self.row += 1
-                elif char >= " ":
-                    line = self._line()
-                    if self.col < len(line):
-                        line[self.col] = char
-                    else:
-                        line.append(char)
-                    self.col += 1
-                continue
-            if cmd is None or (args or "").startswith("?"):
-                continue
-            n = int(args) if args and args.isdigit() else 1
-            if cmd == "A":
-                self.row = max(0, self.row - n)
-            elif cmd == "B":
-                self.row += n
-            elif cmd == "C":
-                self.col += n
-            elif cmd == "D":
-                self.col = max(0, self.col - n)
-            elif cmd == "K":
-                del self._line()[self.col:]
-            elif cmd == "J":
-                del self._line()[self.col:]
-                del self.lines[self.row + 1:]
-
-    def text(self) -> str:
-        return "\n".join("".join(line) for line in self.lines)
 
 
 def model_message(data: dict) -> str:
