@@ -8,13 +8,15 @@ import asyncio
 import importlib.util
 import json
 import logging
+import os
 import sys
 import typing
 from pathlib import Path
 from typing import Any
 
-from runtime.errors import RuntimeFailure, UsageError
 from pydantic import BaseModel
+
+from runtime.errors import RuntimeFailure, UsageError
 
 from runtime.settings import (
     API_KEY_ENV,
@@ -119,12 +121,19 @@ def _flag_error(exc: UsageError, given: dict[str, Any]) -> UsageError:
     return exc
 
 
-def serve_settings(args: argparse.Namespace, base: RuntimeConfig) -> ServeSettings:
-    given = _given(args, ServeSettings)
+def _from_flags(model: type[BaseModel], args: argparse.Namespace, base: dict[str, Any] | None = None,
+                **fixed: Any) -> Any:
+    """``model`` from ``base`` (config.yaml's values), then the flags given, then ``fixed``; a bad
+    value is one line naming the flag (or the config key, when it came from the file)."""
+    given = _given(args, model)
     try:
-        s = checked(ServeSettings, {**base.serve.model_dump(), **given, "api_key": api_key_from_env()})
+        return checked(model, {**(base or {}), **given, **fixed})
     except UsageError as exc:
         raise _flag_error(exc, given) from None
+
+
+def serve_settings(args: argparse.Namespace, base: RuntimeConfig) -> ServeSettings:
+    s = _from_flags(ServeSettings, args, base.serve.model_dump(), api_key=api_key_from_env())
     if not s.model:
         raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
     if s.model.startswith(("/", "./", "../", "~")) and not Path(s.model).expanduser().exists():
@@ -133,17 +142,14 @@ def serve_settings(args: argparse.Namespace, base: RuntimeConfig) -> ServeSettin
 
 
 def batch_settings(args: argparse.Namespace, base: RuntimeConfig) -> BatchSettings:
-    given = _given(args, BatchSettings)
-    try:
-        return checked(BatchSettings, {**base.batch.model_dump(), **given})
-    except UsageError as exc:
-        raise _flag_error(exc, given) from None
+    return _from_flags(BatchSettings, args, base.batch.model_dump())
 
 
-def _need_runtime_extra() -> None:
-    missing = [m for m in ("torch", "transformers", "fastapi", "uvicorn", "prometheus_client") if importlib.util.find_spec(m) is None]
+def _need_runtime_extra(modules: tuple[str, ...] = ("torch", "transformers", "fastapi", "uvicorn", "prometheus_client"),
+                        what: str = "the transformers engine") -> None:
+    missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        raise UsageError(f"the transformers engine needs {', '.join(missing)}: {RUNTIME_HINT}")
+        raise UsageError(f"{what} needs {', '.join(missing)}: {RUNTIME_HINT}")
 
 
 # --------------------------------------------------------------------------- commands
@@ -224,11 +230,7 @@ def cmd_batch(args: argparse.Namespace) -> int:
 def cmd_bench(args: argparse.Namespace) -> int:
     from runtime.bench import format_report, run_load
 
-    given = _given(args, BenchSettings)
-    try:
-        b = checked(BenchSettings, given)
-    except UsageError as exc:
-        raise _flag_error(exc, given) from None
+    b = _from_flags(BenchSettings, args)
     if importlib.util.find_spec("httpx") is None:
         raise UsageError("bench needs httpx: pip install httpx")
     result = asyncio.run(run_load(**b.model_dump(), api_key=api_key_from_env()))
@@ -239,18 +241,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 
 def cmd_watch(args: argparse.Namespace) -> int:
-    import os
-
-    given = _given(args, WatchSettings)
-    engine_given = {k: v for k, v in _given(args, ServeSettings).items() if k not in given}
-    try:
-        w = checked(WatchSettings, given)
-        s = checked(ServeSettings, {**engine_given, "engine": "transformers"})
-    except UsageError as exc:
-        raise _flag_error(exc, {**given, **engine_given}) from None
-    missing = [m for m in ("torch", "transformers") if importlib.util.find_spec(m) is None]
-    if missing:
-        raise UsageError(f"watch needs {', '.join(missing)}: {RUNTIME_HINT}")
+    w = _from_flags(WatchSettings, args)
+    s = _from_flags(ServeSettings, args, engine="transformers")
+    _need_runtime_extra(("torch", "transformers"), "watch")
     from runtime.watch import Watcher, WandbTable
 
     def load(folder: Path) -> Any:
