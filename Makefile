@@ -57,6 +57,7 @@ bench: $(VENV)/.test-done
 	$(PY) bench/bench_wizard_startup.py
 	$(PY) bench/bench_decode_step.py
 	$(PY) bench/bench_serving.py
+	$(PY) bench/bench_rate_limit.py
 	$(PY) bench/bench_batch.py
 	$(PY) bench/bench_batch_memory.py
 

@@ -312,10 +312,12 @@ class Session:
 
 @dataclass
 class Commands:
-    """Shell commands, each shown after ``$ `` with what it printed (stdout and stderr)."""
+    """Shell commands, each shown after ``$ `` with what it printed (stdout and stderr). ``env``:
+    more variables for them (``{root}`` is the checkout), e.g. the recording oc's stand-in volumes."""
 
     name: str
     commands: list[str]
+    env: dict[str, str] = field(default_factory=dict)
 
 
 SESSIONS: list[Session | Commands] = [
@@ -324,7 +326,7 @@ SESSIONS: list[Session | Commands] = [
         ("GPUs per pod", [typed("0"), Snapshot("wizard-vllm-needs-gpu"), typed("8")]),
         ("GPU model", [typed("NVIDIA-A100-SXM4-80GB")]),
         ("Model", [typed("meta-llama/Llama-3.1-70B-Instruct")]),
-        ("Secret with the API key", [typed("llama-api-key")]),
+        ("Secret with the API keys", [ENTER]),  # the proposal: <name>-api-keys, which deploy creates
         ("Namespace (OpenShift project)", [typed("my-team")]),
         ("Write it?", [ENTER]),
     ]),
@@ -372,6 +374,25 @@ SESSIONS: list[Session | Commands] = [
         "--csv runs.csv --plot sweep.png --html sweep.html",
         "head -n 3 runs.csv",
     ]),
+    # docs/research-loop.md: the best run's model promoted to a serving deployment; the recording oc's
+    # model store is the folder store/ (FAKE_OC_MODELS), where --model-folders puts one folder per run
+    Commands("promote", [
+        "python -m wizard new chat --set application.type=model_server --set inference.enabled=true "
+        "--set inference.engine=transformers --set inference.model=Qwen/Qwen2.5-0.5B-Instruct "
+        "--set inference.served_model_name=chat --set resources.storage.models.enabled=true >/dev/null",
+        "deployments/chat/scripts/deploy.sh >/dev/null 2>&1",
+        "python -m wizard new lr-store --answers docs/examples/lr-sweep.yaml --set experiment.sweep.metric=val_loss "
+        "--set resources.storage.models.enabled=true --set resources.storage.models.access_mode=ReadWriteMany "
+        "--set experiment.promote.to=chat >/dev/null",
+        "python docs/gen_transcripts.py --sample-runs lr-runs --model-folders store/lr-store",
+        "deployments/lr-store/scripts/promote.sh --from lr-runs --if-better",
+        "grep -n 'model:' deployments/chat/config.yaml",
+        "deployments/lr-store/scripts/promote.sh --from lr-runs --if-better",
+    ], env={"FAKE_OC_VOLUME": "{root}/volume", "FAKE_OC_MODELS": "{root}/store"}),
+    Commands("promote-undo", [
+        "deployments/lr-store/scripts/promote.sh --to chat --model Qwen/Qwen2.5-0.5B-Instruct",
+        "deployments/lr-store/scripts/promote.sh --from lr-runs --if-better",
+    ], env={"FAKE_OC_VOLUME": "{root}/volume", "FAKE_OC_MODELS": "{root}/store"}),
     Commands("compare-json", ["deployments/lr-demo/scripts/compare-experiments.sh --from runs --json | head -n 38"]),
     Commands("compare-nothing", [
         "mkdir -p empty && deployments/lr-demo/scripts/compare-experiments.sh --from empty",
@@ -384,10 +405,12 @@ SESSIONS: list[Session | Commands] = [
 SAMPLE_SWEEP = "251130-031200-ab12"
 
 
-def sample_runs(dest: Path) -> str:
+def sample_runs(dest: Path, model_folders: Path | None = None) -> str:
     """The records of a finished sweep (lr x batch_size, 8 runs, one diverged), as runs write them
     (results/<run id>/run.json, metrics.jsonl, stdout.log: the shared contract of run records),
-    with fixed numbers and times, so that the transcripts of compare do not change between runs."""
+    with fixed numbers and times, so that the transcripts of compare do not change between runs.
+    ``model_folders``: also a folder per finished run there, named by its run id, where the run
+    would have saved its model (the models root, for promote)."""
     import json
     import math
 
@@ -420,7 +443,10 @@ def sample_runs(dest: Path) -> str:
         (folder / "run.json").write_text(json.dumps(record, indent=1) + "\n")
         (folder / "metrics.jsonl").write_text("\n".join(rows) + "\n")
         (folder / "stdout.log").write_text("\n".join(lines) + "\n")
-    return f"wrote the records of sweep {SAMPLE_SWEEP}: {len(lrs) * len(sizes)} runs in {dest}/results/"
+        if model_folders is not None and not diverged:
+            (model_folders / run_id).mkdir(parents=True, exist_ok=True)
+    said = f"wrote the records of sweep {SAMPLE_SWEEP}: {len(lrs) * len(sizes)} runs in {dest}/results/"
+    return said + (f", and a model folder for each finished one in {model_folders}/" if model_folders is not None else "")
 
 
 def _utc(t: float) -> str:
@@ -491,8 +517,9 @@ def generate(work: Path) -> dict[str, str]:
             _session(s, root, env, out)
         else:
             shown = []
+            here = {**env, **{k: v.format(root=root) for k, v in s.env.items()}}
             for command in s.commands:
-                _, text = shell(command, root, env)
+                _, text = shell(command, root, here)
                 shown.append(f"$ {command}\n{text}".rstrip("\n"))
             out[s.name] = fixed_ids("\n".join(shown))
     return out
@@ -548,9 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 with a diff when a page is out of date")
     parser.add_argument("--sample-runs", type=Path, metavar="DIR",
                         help="only write the records of a sample sweep into DIR/results/ (what the compare transcripts compare)")
+    parser.add_argument("--model-folders", type=Path, metavar="DIR",
+                        help="with --sample-runs: also a folder per finished run in DIR (its model folder, for promote)")
     args = parser.parse_args(argv)
     if args.sample_runs:
-        print(sample_runs(args.sample_runs))
+        print(sample_runs(args.sample_runs, args.model_folders))
         return 0
     import tempfile
 

@@ -21,6 +21,9 @@ from runtime.errors import RuntimeFailure, UsageError
 from runtime.settings import (
     API_KEY_ENV,
     API_KEY_FALLBACK_ENV,
+    API_KEYS_DIR_ENV,
+    CONFIG_PATH_IN_POD,
+    MODEL_ENV,
     BatchSettings,
     BenchSettings,
     Flag,
@@ -49,17 +52,31 @@ def _choices(annotation: Any) -> tuple[Any, ...] | None:
     return None
 
 
-def add_setting_flags(parser: argparse.ArgumentParser, model: type[BaseModel], command: str) -> None:
+def _section_model(field: Any) -> type[BaseModel] | None:
+    """The settings model of a section of settings without a flag of its own (``rate_limit``),
+    whose settings are flags named after their key (``--rate-limit-requests-per-minute``)."""
+    annotation = field.annotation
+    if marks(field, Flag) is None and isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    return None
+
+
+def add_setting_flags(parser: argparse.ArgumentParser, model: type[BaseModel], command: str, prefix: str = "") -> None:
     """One flag per setting of ``model`` marked for ``command``, its help from the description.
 
     Values stay text here; the settings model checks them (:func:`settings_from`), so a flag and
-    the same key in config.yaml have one rule and one message.
+    the same key in config.yaml have one rule and one message. A section's settings are flags
+    too, their ``dest`` the dotted key (``rate_limit.requests_per_minute``).
     """
     for name, field in model.model_fields.items():
+        if (section := _section_model(field)) is not None:
+            add_setting_flags(parser, section, command, f"{prefix}{name}.")
+            continue
         flag = marks(field, Flag)
         if flag is None or command not in flag.commands:
             continue
-        option = "--" + name.replace("_", "-")
+        option = "--" + (prefix + name).replace("_", "-").replace(".", "-")
+        name = prefix + name
         help_text = (field.description or "").rstrip(".")
         default = None if field.is_required() else field.get_default(call_default_factory=True)
         if default not in (None, "", []) and not isinstance(default, bool):
@@ -71,7 +88,7 @@ def add_setting_flags(parser: argparse.ArgumentParser, model: type[BaseModel], c
         elif (allowed := _choices(field.annotation)) is not None:
             parser.add_argument(option, dest=name, choices=allowed, help=help_text, **required)
         else:
-            parser.add_argument(option, dest=name, metavar=flag.metavar or name.upper(), help=help_text, **required)
+            parser.add_argument(option, dest=name, metavar=flag.metavar or name.rsplit(".", 1)[-1].upper(), help=help_text, **required)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -97,6 +114,20 @@ def build_parser() -> argparse.ArgumentParser:
     add_setting_flags(watch, ServeSettings, "watch")
     watch.add_argument("--log-level", default="warning", choices=("debug", "info", "warning", "error"))
 
+    promote = sub.add_parser("promote", help="serve the best run's model: patch the serving deployment (in a pod)",
+                             description="Pick the best finished run from the records on the workspace volume and set its "
+                                         "model on the serving deployment (experiment.promote.to), with the pod's ServiceAccount.")
+    promote.add_argument("--config", type=Path, default=Path(CONFIG_PATH_IN_POD), metavar="PATH",
+                         help=f"the training deployment's config.yaml (default {CONFIG_PATH_IN_POD})")
+    promote.add_argument("--metric", metavar="NAME", help="rank by this metric (default experiment.promote.metric, else experiment.sweep.metric)")
+    promote.add_argument("--goal", choices=("min", "max"), help="lower or higher is better (default experiment.promote.goal, else experiment.sweep.goal)")
+    promote.add_argument("--if-better", action="store_true",
+                         help="only when the best run beats the served model's value (by the annotation mlshift.io/promoted)")
+    promote.add_argument("--dry-run", action="store_true", help="print the patch; change nothing")
+    promote.add_argument("--results", type=Path, metavar="DIR", help="the runs' records (default /workspace/<name>/results)")
+    promote.add_argument("--service-account", type=Path, metavar="DIR", default=None,
+                         help="the ServiceAccount's token, ca.crt and namespace (default /var/run/secrets/kubernetes.io/serviceaccount)")
+
     bench = sub.add_parser("bench", help="load-test an OpenAI-compatible server")
     add_setting_flags(bench, BenchSettings, "bench")
     bench.add_argument("--json", action="store_true", help="print the result as JSON")
@@ -108,16 +139,39 @@ def _base_config(args: argparse.Namespace) -> RuntimeConfig:
     return load_deployment_config(args.config) if getattr(args, "config", None) else RuntimeConfig()
 
 
-def _given(args: argparse.Namespace, model: type[BaseModel]) -> dict[str, Any]:
-    """The flags of ``model``'s settings that were given on the command line."""
-    return {name: getattr(args, name) for name in model.model_fields if getattr(args, name, None) is not None}
+def _given(args: argparse.Namespace, model: type[BaseModel], prefix: str = "") -> dict[str, Any]:
+    """The flags of ``model``'s settings that were given on the command line (a section's as a
+    mapping of their own)."""
+    given: dict[str, Any] = {}
+    for name, field in model.model_fields.items():
+        if (section := _section_model(field)) is not None:
+            if inner := _given(args, section, f"{prefix}{name}."):
+                given[name] = inner
+        elif getattr(args, prefix + name, None) is not None:
+            given[name] = getattr(args, prefix + name)
+    return given
+
+
+def _dotted(values: dict[str, Any], prefix: str = "") -> set[str]:
+    out: set[str] = set()
+    for name, value in values.items():
+        out |= _dotted(value, f"{prefix}{name}.") if isinstance(value, dict) else {prefix + name}
+    return out
+
+
+def _merged(base: dict[str, Any], given: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``given`` over it, section by section."""
+    out = dict(base)
+    for name, value in given.items():
+        out[name] = _merged(out[name], value) if isinstance(value, dict) and isinstance(out.get(name), dict) else value
+    return out
 
 
 def _flag_error(exc: UsageError, given: dict[str, Any]) -> UsageError:
     """A settings error about a flag names the flag, not the key."""
     key = str(exc).split(" ", 1)[0].split(":", 1)[0]
-    if key in given:
-        return UsageError("--" + key.replace("_", "-") + str(exc)[len(key):])
+    if key in _dotted(given):
+        return UsageError("--" + key.replace("_", "-").replace(".", "-") + str(exc)[len(key):])
     return exc
 
 
@@ -127,13 +181,21 @@ def _from_flags(model: type[BaseModel], args: argparse.Namespace, base: dict[str
     value is one line naming the flag (or the config key, when it came from the file)."""
     given = _given(args, model)
     try:
-        return checked(model, {**(base or {}), **given, **fixed})
+        return checked(model, {**_merged(base or {}, given), **fixed})
     except UsageError as exc:
         raise _flag_error(exc, given) from None
 
 
-def serve_settings(args: argparse.Namespace, base: RuntimeConfig) -> ServeSettings:
-    s = _from_flags(ServeSettings, args, base.serve.model_dump(), api_key=api_key_from_env())
+def serve_settings(args: argparse.Namespace, base: RuntimeConfig, environ: Any = None, *,
+                   model_env: bool = False) -> ServeSettings:
+    """The engine's settings: config.yaml, then the flags. With ``model_env`` (``serve``),
+    RUNTIME_MODEL, when set and not empty, replaces config.yaml's model (a --model flag still wins):
+    the model a promotion set on the serving Deployment."""
+    values = base.serve.model_dump()
+    promoted = ((os.environ if environ is None else environ).get(MODEL_ENV) or "").strip() if model_env else ""
+    if promoted:
+        values["model"] = promoted
+    s = _from_flags(ServeSettings, args, values, api_key=api_key_from_env(environ))
     if not s.model:
         raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
     if s.model.startswith(("/", "./", "../", "~")) and not Path(s.model).expanduser().exists():
@@ -154,16 +216,23 @@ def _need_runtime_extra(modules: tuple[str, ...] = ("torch", "transformers", "fa
 
 # --------------------------------------------------------------------------- commands
 def cmd_serve(args: argparse.Namespace) -> int:
-    settings = serve_settings(args, _base_config(args))
+    settings = serve_settings(args, _base_config(args), model_env=True)
     if api_key_source()[0] == API_KEY_FALLBACK_ENV:
         print(f"note: requests must send the API key in {API_KEY_FALLBACK_ENV} ({API_KEY_ENV} is unset)", file=sys.stderr)
+    if settings.api_keys_dir is None and (keys_dir := os.environ.get(API_KEYS_DIR_ENV, "").strip()):
+        settings = settings.with_overrides(api_keys_dir=keys_dir)  # the variable when the flag is not given
     if settings.engine == "vllm":
         from runtime.engine_vllm import exec_server
+
+        if settings.api_keys_dir or settings.rate_limit.limited:
+            print("note: vLLM's server takes one API key (VLLM_API_KEY) and has no rate limits; the API keys folder and "
+                  "inference.rate_limit are the transformers engine's", file=sys.stderr)
 
         exec_server(settings)
     _need_runtime_extra()
     import uvicorn
 
+    from runtime.drain import DrainingServer
     from runtime.server import create_app, uvicorn_config
 
     failure: list[str] = []
@@ -176,7 +245,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     app = create_app(settings, on_load_error=stop)
     config = uvicorn_config(app, settings, log_level=args.log_level, access_log=args.log_level == "debug")
-    server = uvicorn.Server(config)
+    server = DrainingServer(config, app.state.runtime.drainer)  # SIGTERM drains (runtime/drain.py), then exits 0
     server.run()
     if failure:
         raise UsageError(f"cannot load the model {settings.model}: {failure[0]}")
@@ -256,7 +325,7 @@ def cmd_watch(args: argparse.Namespace) -> int:
     root = Path(w.checkpoints)
     watcher = Watcher(root, Path(w.prompts), Path(w.output) if w.output else root, load=load,
                       max_tokens=w.max_tokens, temperature=w.temperature, batch_size=w.batch_size,
-                      quiet_seconds=w.quiet_seconds)
+                      quiet_seconds=w.quiet_seconds, wait_for_root=not w.once)
     project = w.wandb_project or os.environ.get("WANDB_PROJECT")
     tracker = None
     try:
@@ -272,7 +341,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
             else:
                 print(f"done: {len(done)} checkpoints evaluated; comparison in {watcher.eval_dir / 'index.html'}", flush=True)
             return 0
-        print(f"watching {root} every {w.every:g} s (Ctrl-C to stop); results in {watcher.eval_dir}", file=sys.stderr, flush=True)
+        later = "" if root.is_dir() else " (it does not exist yet: no run has saved a model there)"
+        print(f"watching {root}{later} every {w.every:g} s (Ctrl-C to stop); results in {watcher.eval_dir}", file=sys.stderr, flush=True)
         watcher.watch(w.every)
         return 0
     except KeyboardInterrupt:
@@ -282,7 +352,17 @@ def cmd_watch(args: argparse.Namespace) -> int:
             tracker.finish()
 
 
-COMMANDS = {"serve": cmd_serve, "batch": cmd_batch, "bench": cmd_bench, "watch": cmd_watch}
+def cmd_promote(args: argparse.Namespace) -> int:
+    from runtime.promote import SERVICE_ACCOUNT_DIR, run_in_pod
+
+    def say(line: str) -> None:
+        print(line, file=sys.stderr if line.startswith("note: ") else sys.stdout, flush=True)
+
+    return run_in_pod(args.config, metric=args.metric, goal=args.goal, if_better=args.if_better, dry_run=args.dry_run,
+                      results=args.results, sa_dir=args.service_account or Path(SERVICE_ACCOUNT_DIR), say=say)
+
+
+COMMANDS = {"serve": cmd_serve, "batch": cmd_batch, "bench": cmd_bench, "watch": cmd_watch, "promote": cmd_promote}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -87,6 +87,15 @@ class RequestTimeout(RequestError):
         )
 
 
+class ShuttingDown(RequestError):
+    """The server is stopping (runtime/drain.py): a request it no longer takes, or one still
+    running when the drain ran out of time. Retrying it reaches another replica."""
+
+    def __init__(self, message: str = "The server is shutting down; this request was stopped before it finished. Retry it.") -> None:
+        super().__init__(message, status=503, type="service_unavailable", code="server_shutting_down",
+                         headers={"Retry-After": "1"})
+
+
 class NotReady(RequestError):
     def __init__(self) -> None:
         super().__init__(

@@ -46,6 +46,17 @@ class Metrics:
         self.timed_out = Counter("mlshift_timed_out_requests", "Requests that ran past the request timeout.", registry=r)
         self.rejected = Counter("mlshift_rejected_requests", "Requests refused because the queue was full.", registry=r)
         self.ready = Gauge("mlshift_model_ready", "1 once the model is loaded.", registry=r)
+        # By the name of the API key (runtime/keys.py; `anonymous` without keys), never the key.
+        self.key_requests = Counter(
+            "mlshift_key_requests", "API requests by the name of the key that made them.", ["key"], registry=r
+        )
+        self.key_rate_limited = Counter(
+            "mlshift_key_rate_limited_requests", "Requests refused by the key's rate limit, by key name and limit (requests or tokens).",
+            ["key", "limit"], registry=r,
+        )
+        self.key_generation_tokens = Counter(
+            "mlshift_key_generation_tokens", "Tokens generated, by the name of the key that asked for them.", ["key"], registry=r
+        )
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

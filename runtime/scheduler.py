@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from runtime.engine_base import Engine, Sequence
-from runtime.errors import QueueFull, RequestError, RequestTimeout, SequenceFailed, is_out_of_memory, one_line
+from runtime.errors import QueueFull, RequestError, RequestTimeout, SequenceFailed, ShuttingDown, is_out_of_memory, one_line
 from runtime.metrics import Metrics
 
 log = logging.getLogger("runtime.scheduler")
@@ -107,12 +107,12 @@ class Scheduler:
             with contextlib.suppress(FutureTimeout):
                 self._future.result(timeout=30)
         for ticket in self._drain():
-            ticket.notify(Event("error", RequestError("The server is shutting down.", status=503, type="service_unavailable")))
+            ticket.notify(Event("error", ShuttingDown()))
 
     def submit(self, ticket: Ticket) -> None:
         with self._cond:
             if self._stopping:
-                raise RequestError("The server is shutting down.", status=503, type="service_unavailable")
+                raise ShuttingDown()
             if len(self._waiting) >= self.max_queue:
                 self.metrics.rejected.inc()
                 raise QueueFull(self.retry_after())
@@ -244,7 +244,7 @@ class Scheduler:
                 batch.remove(leaving)
                 self.metrics.running.set(len(batch.seqs))
         for seq in batch.seqs:
-            seq.tag.notify(Event("error", RequestError("The server is shutting down.", status=503, type="service_unavailable")))
+            seq.tag.notify(Event("error", ShuttingDown()))
 
     def _advance(self, batch: Any, new: list[Ticket]) -> tuple[Any, list[Ticket], list[int]]:
         """Join ``new`` to the batch (or step it when there is nothing new): the batch after,

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import hmac
 import json
 import logging
 import time
@@ -26,8 +25,11 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from runtime import __version__
 from runtime import protocol as p
 from runtime.engine_base import Engine
+from runtime.drain import Drainer, DrainGuard
 from runtime.errors import NotReady, RequestError
+from runtime.keys import ANONYMOUS, KeyRing
 from runtime.metrics import Metrics
+from runtime.ratelimit import Metering, RateLimiter
 from runtime.scheduler import Scheduler
 from runtime.serving import JSON, Channels, error_body
 from runtime.serving_chat import ServingChat
@@ -44,12 +46,13 @@ S = TypeVar("S")
 
 def uvicorn_config(app: ASGIApp, settings: ServeSettings, **options: Any) -> Any:
     """uvicorn's configuration for ``app``: the h11 protocol with read timeouts
-    (:mod:`runtime.connections`), a graceful stop of 30 s."""
+    (:mod:`runtime.connections`); uvicorn's own graceful stop (Ctrl-C) waits for the requests in
+    flight as long as the drain on SIGTERM does (``drain_timeout``, :mod:`runtime.drain`)."""
     import uvicorn
 
     from runtime.connections import timed_protocol
 
-    options.setdefault("timeout_graceful_shutdown", 30)
+    options.setdefault("timeout_graceful_shutdown", settings.drain_timeout)
     return uvicorn.Config(
         app, host=settings.host, port=settings.port, lifespan="on",
         http=timed_protocol(settings.header_timeout, settings.body_timeout), **options,
@@ -94,10 +97,25 @@ def create_app(
     *,
     engine_factory: EngineFactory = _default_engine,
     on_load_error: Callable[[str], None] | None = None,
+    clock: Callable[[], float] = time.monotonic,
 ) -> FastAPI:
-    """The server for ``settings``; the model loads when the app starts (lifespan)."""
+    """The server for ``settings``; the model loads when the app starts (lifespan). ``clock``
+    times the rate limits and the looks at the API keys folder (the tests advance their own)."""
     metrics = Metrics()
     state = State(settings, metrics)
+    # Read now: a keys folder that is missing or unreadable stops the server before it loads a model.
+    keys = state.keys = KeyRing(settings.api_keys_dir, settings.api_key, clock=clock)
+    limiter = state.limiter = RateLimiter(settings.rate_limit, clock=clock, metrics=metrics)
+
+    async def cut() -> None:
+        # The drain's deadline (runtime/drain.py): the requests still running end with the
+        # scheduler's 503 "shutting down" error (a stream: an error event, then [DONE]).
+        if state.scheduler is not None:
+            await asyncio.to_thread(state.scheduler.stop)
+
+    # SIGTERM's drain; the probes and the metrics answer throughout it.
+    drainer = state.drainer = Drainer(settings.drain_timeout, cut=cut,
+                                      exempt={settings.health_path, settings.ready_path, settings.metrics_path or ""})
 
     def load() -> None:
         engine = engine_factory(settings)
@@ -161,21 +179,34 @@ def create_app(
     app.state.runtime = state
     _install_error_handlers(app)
     open_paths = {settings.health_path, settings.ready_path, settings.metrics_path, "/docs", "/openapi.json", "/redoc"}
+    app.add_middleware(DrainGuard, drainer=drainer)  # inside Guard too: its 503s are counted
+    app.add_middleware(Metering, metrics=metrics)  # inside Guard: Guard records the status it answered
     app.add_middleware(Guard, metrics=metrics, max_body=settings.max_body_bytes, known=_known_paths(settings))
 
     async def authorised(request: Request) -> None:
-        key = settings.api_key
-        if key is None or request.url.path in open_paths:
+        """The caller's key, by name, in ``request.state.key`` (``anonymous`` on a server without
+        keys); 401 without a key that matches (runtime/keys.py)."""
+        if request.url.path in open_paths:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not hmac.compare_digest(token.strip().encode(), key.encode()):
+        if not keys.closed:
+            request.state.key = ANONYMOUS
+            return
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        name = keys.match(token.strip() if scheme.lower() == "bearer" else None, request.headers.get("x-api-key", "").strip())
+        if name is None:
             raise RequestError(
-                "Incorrect or missing API key; send it as 'Authorization: Bearer <key>'.",
-                status=401, type="invalid_request_error", code="invalid_api_key",
+                "Incorrect or missing API key; send it as 'Authorization: Bearer <key>' or 'X-API-Key: <key>'.",
+                status=401, type="invalid_request_error", code="invalid_api_key", headers={"WWW-Authenticate": "Bearer"},
             )
+        request.state.key = name
+
+    async def limited(request: Request) -> None:
+        """The request counts against its key's limits (runtime/ratelimit.py): 429 beyond them."""
+        quota = request.state.quota = limiter.quota(getattr(request.state, "key", ANONYMOUS))
+        quota.admit()
 
     guarded = [Depends(authorised)]
+    metered = [Depends(authorised), Depends(limited)]  # the endpoints that do work on the device
 
     # ---------------------------------------------------------------- probes and metrics
     @app.get(settings.health_path, tags=["probes"], summary="Liveness: the process is up")
@@ -188,6 +219,8 @@ def create_app(
     if settings.ready_path != settings.health_path:
         @app.get(settings.ready_path, tags=["probes"], summary="Readiness: the model is loaded", responses={503: {"model": p.ErrorResponse}})
         async def ready() -> Response:
+            if drainer.draining:  # stopping (SIGTERM): no new requests here; liveness stays 200
+                return JSON({"status": "draining"}, status_code=503)
             if state.ready and not state.scheduler.failure:
                 return JSON({"status": "ready"})
             body = {"status": "failed" if state.load_error else "loading"}
@@ -207,17 +240,17 @@ def create_app(
     async def get_model(model_id: str) -> p.ModelCard:
         return state.models.show_model(model_id)
 
-    @app.post("/v1/completions", dependencies=guarded, response_model=p.CompletionResponse, tags=["openai"],
+    @app.post("/v1/completions", dependencies=metered, response_model=p.CompletionResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def completions(body: p.CompletionRequest, request: Request) -> Response:
         return await _loaded(state.completions).create_completion(body, request)
 
-    @app.post("/v1/chat/completions", dependencies=guarded, response_model=p.ChatCompletionResponse, tags=["openai"],
+    @app.post("/v1/chat/completions", dependencies=metered, response_model=p.ChatCompletionResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def chat_completions(body: p.ChatCompletionRequest, request: Request) -> Response:
         return await _loaded(state.chat).create_chat_completion(body, request)
 
-    @app.post("/v1/embeddings", dependencies=guarded, response_model=p.EmbeddingResponse, tags=["openai"],
+    @app.post("/v1/embeddings", dependencies=metered, response_model=p.EmbeddingResponse, tags=["openai"],
               responses={400: {"model": p.ErrorResponse}, 429: {"model": p.ErrorResponse}})
     async def embeddings(body: p.EmbeddingRequest) -> p.EmbeddingResponse:
         return await _loaded(state.embeddings).create_embedding(body)

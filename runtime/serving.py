@@ -24,6 +24,7 @@ from runtime import protocol as p
 from runtime.engine_base import Engine, SamplingParams, Sequence
 from runtime.errors import RequestError, RequestTimeout
 from runtime.metrics import Metrics
+from runtime.ratelimit import Quota
 from runtime.scheduler import Event, Scheduler, Ticket
 
 log = logging.getLogger("runtime.server")
@@ -293,7 +294,12 @@ class Serving:
         generation.watchdog = loop.call_at(loop.time() + ticket.timeout + 1.0, queue.put_nowait, stuck)
         return generation
 
-    def _submit_all(self, prompts: list[list[int]], params: list[SamplingParams], stops: list[str], stream: bool) -> list[Generation]:
+    def _submit_all(self, prompts: list[list[int]], params: list[SamplingParams], stops: list[str], stream: bool,
+                    quota: Quota | None = None) -> list[Generation]:
+        """Queue one sequence per prompt, after reserving from ``quota`` (the caller's rate limit)
+        the most tokens they may generate; the quota then counts what they did generate."""
+        if quota is not None:
+            quota.reserve(sum(sp.max_tokens for sp in params))
         generations: list[Generation] = []
         try:
             for ids, sp in zip(prompts, params):
@@ -301,6 +307,8 @@ class Serving:
         except RequestError:
             self.cancel(generations)
             raise
+        if quota is not None:
+            quota.track(lambda: sum(len(j.ticket.seq.output_ids) for j in generations if j.ticket.seq))
         return generations
 
     def cancel(self, generations: list[Generation]) -> None:
@@ -372,9 +380,13 @@ class Serving:
         ends, the client gone or not."""
         return _sse(chunks, lambda: self.cancel(generations))
 
-    async def _json_response(self, request: Request, result: Awaitable[BaseModel], generations: list[Generation]) -> Response:
-        """One JSON body; the generations are cancelled if the client goes away first."""
+    async def _json_response(self, request: Request, result: Awaitable[BaseModel], generations: list[Generation],
+                             quota: Quota | None = None) -> Response:
+        """One JSON body; the generations are cancelled if the client goes away first. The quota
+        is settled before the answer goes, so that its rate-limit headers count the tokens given back."""
         body = await _unless_disconnected(request, result, lambda: self.cancel(generations))
+        if quota is not None:
+            quota.settle()
         return JSON(body.model_dump(mode="json"))
 
 

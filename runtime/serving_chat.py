@@ -11,6 +11,7 @@ from fastapi.responses import Response
 
 from runtime import protocol as p
 from runtime.errors import RequestError, one_line
+from runtime.ratelimit import Quota
 from runtime.serving import Generation, Serving, stop_strings
 
 
@@ -18,12 +19,13 @@ class ServingChat(Serving):
     path = "/v1/chat/completions"
 
     async def create_chat_completion(self, req: p.ChatCompletionRequest, request: Request) -> Response:
-        generations = await self._start(req)
+        quota: Quota | None = getattr(request.state, "quota", None)  # the caller's rate limit (runtime/ratelimit.py)
+        generations = await self._start(req, quota)
         if req.stream:
             return self._sse_response(self._chunks(req, generations), generations)
-        return await self._json_response(request, self._result(req, generations), generations)
+        return await self._json_response(request, self._result(req, generations), generations, quota)
 
-    async def _start(self, req: p.ChatCompletionRequest) -> list[Generation]:
+    async def _start(self, req: p.ChatCompletionRequest, quota: Quota | None = None) -> list[Generation]:
         self.check_model(req.model)
         self._check_supported(req)
         limit = self.engine.max_model_len
@@ -40,7 +42,7 @@ class ServingChat(Serving):
         ids = await self._off_loop(self._chat_ids, messages)
         max_tokens = req.max_completion_tokens or req.max_tokens
         params = self._sampling(len(ids), max_tokens, req, prompt_param="messages")
-        return self._submit_all([ids], [params], stop_strings(req.stop), req.stream)
+        return self._submit_all([ids], [params], stop_strings(req.stop), req.stream, quota)
 
     def _chat_ids(self, messages: list[dict[str, Any]]) -> list[int]:
         try:

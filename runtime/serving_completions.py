@@ -11,6 +11,7 @@ from fastapi import Request
 from fastapi.responses import Response
 
 from runtime import protocol as p
+from runtime.ratelimit import Quota
 from runtime.serving import Generation, Serving, stop_strings
 
 
@@ -18,17 +19,18 @@ class ServingCompletions(Serving):
     path = "/v1/completions"
 
     async def create_completion(self, req: p.CompletionRequest, request: Request) -> Response:
-        generations = await self._start(req)
+        quota: Quota | None = getattr(request.state, "quota", None)  # the caller's rate limit (runtime/ratelimit.py)
+        generations = await self._start(req, quota)
         if req.stream:
             return self._sse_response(self._chunks(req, generations), generations)
-        return await self._json_response(request, self._result(req, generations), generations)
+        return await self._json_response(request, self._result(req, generations), generations, quota)
 
-    async def _start(self, req: p.CompletionRequest) -> list[Generation]:
+    async def _start(self, req: p.CompletionRequest, quota: Quota | None = None) -> list[Generation]:
         self.check_model(req.model)
         self._check_supported(req)
         prompts = await self._prompts(req.prompt)
         params = [self._sampling(len(ids), req.max_tokens, req) for ids in prompts]
-        return self._submit_all(prompts, params, stop_strings(req.stop), req.stream)
+        return self._submit_all(prompts, params, stop_strings(req.stop), req.stream, quota)
 
     async def _result(self, req: p.CompletionRequest, generations: list[Generation]) -> p.CompletionResponse:
         results = await asyncio.gather(*(self._collect(j) for j in generations))

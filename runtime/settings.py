@@ -30,6 +30,14 @@ QUANTIZATIONS = ("awq", "gptq", "fp8", "bitsandbytes", "awq_marlin", "gptq_marli
 # only, never a flag (so it never shows in ps); the OpenAI client's variable when this one is unset.
 API_KEY_ENV = "RUNTIME_API_KEY"
 API_KEY_FALLBACK_ENV = "OPENAI_API_KEY"
+# A folder of keys, one file per key named after it (a mounted Secret): what ``--api-keys-dir``
+# reads when the flag is not given (runtime/keys.py).
+API_KEYS_DIR_ENV = "RUNTIME_API_KEYS_DIR"
+# The model a server loads, replacing inference.model (a flag still wins): what promote sets on a
+# serving Deployment (runtime/promote.py), so that the served model changes without a new config.
+MODEL_ENV = "RUNTIME_MODEL"
+# Where a pod finds its deployment's config.yaml (the ConfigMap's mount; wizard/paths.py says the same).
+CONFIG_PATH_IN_POD = "/etc/mlshift/config.yaml"
 # Seconds: any number, written back as a whole number when it is one (600, not 600.0).
 Seconds = Annotated[float, PlainSerializer(lambda v: int(v) if float(v).is_integer() else v)]
 
@@ -85,6 +93,29 @@ def marks(field: Any, kind: type) -> Any:
 
 
 # --------------------------------------------------------------------------- the settings
+class RateLimit(BaseModel):
+    """Per-key limits of the included transformers server, per replica ([runtime.md](runtime.md#rate-limits)).
+
+    Token buckets (runtime/ratelimit.py); the fields are flags of `serve` too, named after their key
+    (`--rate-limit-requests-per-minute`)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
+
+    requests_per_minute: Annotated[int | None, Flag(("serve",), "N")] = Field(
+        None, ge=1, le=1_000_000_000,
+        description="Requests one key may make per minute, in bursts of up to that many (per replica); empty: no limit.",
+    )
+    tokens_per_minute: Annotated[int | None, Flag(("serve",), "N")] = Field(
+        None, ge=1, le=1_000_000_000_000,
+        description="Tokens one key may have generated per minute (per replica): each generation reserves its max_tokens "
+                    "and gets back what it did not use; empty: no limit.",
+    )
+
+    @property
+    def limited(self) -> bool:
+        return self.requests_per_minute is not None or self.tokens_per_minute is not None
+
+
 class EngineSettings(BaseModel):
     """The engine settings: config.yaml ``inference`` keys, runtime flags and vLLM arguments."""
 
@@ -145,7 +176,25 @@ class EngineSettings(BaseModel):
     request_timeout: Annotated[Seconds, SERVE] = Field(
         600.0, gt=0.0, le=86400.0, description="Seconds one request may take in the included server."
     )
+    # Whole seconds: vLLM's --shutdown-timeout takes an integer, and so does the pod's grace period
+    # (the wizard renders terminationGracePeriodSeconds from it). 0 is vLLM's default: the flag
+    # is then left off, which keeps vLLM images from before the flag (2026) starting.
+    drain_timeout: Annotated[int, SERVE, Vllm("shutdown_timeout", offline=False, default=0)] = Field(
+        30, ge=0, le=3600,
+        description="Seconds the requests in flight get to finish when the server is asked to stop (SIGTERM: a rollout, "
+                    "a scale-down); new ones get 503 meanwhile, and those still running then are cut. "
+                    "vLLM's --shutdown-timeout.",
+    )
+    rate_limit: RateLimit = Field(
+        default_factory=RateLimit,
+        description="Per-key rate limits of the included transformers server (vLLM's server has none).",
+    )
     extra_args: list[str] = Field(default_factory=list, description="Further arguments passed to vLLM's server word for word.")
+
+    @field_validator("rate_limit", mode="before")
+    @classmethod
+    def _rate_limit(cls, v: Any) -> Any:
+        return {} if v is None else v  # `rate_limit:` with nothing under it: no limits
 
     @field_validator("quantization", mode="before")
     @classmethod
@@ -172,6 +221,11 @@ class ServeSettings(EngineSettings):
     ready_path: str = "/ready"
     metrics_path: str | None = "/metrics"
     api_key: str | None = Field(None, repr=False)
+    api_keys_dir: Annotated[str | None, Flag(("serve",), "DIR")] = Field(
+        None,
+        description=f"Folder of API keys, one file per key named after it (a mounted Secret), re-read when it changes; "
+                    f"default the {API_KEYS_DIR_ENV} variable.",
+    )
 
     @property
     def model_name(self) -> str:
@@ -210,7 +264,7 @@ class WatchSettings(BaseModel):
 
     model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
 
-    checkpoints: Annotated[str, Flag(("watch",), "DIR")] = Field(description="Folder the trainer writes checkpoint folders into.")
+    checkpoints: Annotated[str, Flag(("watch",), "DIR")] = Field(description="Folder the trainer writes checkpoint folders into, or a folder of runs that each hold theirs (a models root).")
     prompts: Annotated[str, Flag(("watch",), "FILE")] = Field(description="JSON Lines file of fixed prompts, with `id` and `prompt` or `messages`.")
     output: Annotated[str | None, Flag(("watch",), "DIR")] = Field(None, description="Where `eval/` goes; default the checkpoints folder.")
     every: Annotated[Seconds, Flag(("watch",), "S")] = Field(60.0, gt=0.0, description="Seconds between looks at the folder.")
@@ -245,6 +299,41 @@ class BenchSettings(BaseModel):
     endpoint: Annotated[Literal["completions", "chat"], BENCH] = Field("completions", description="The API to load.")
     stream: Annotated[bool, BENCH] = Field(False, description="Stream (needed for TTFT, TPOT, ITL).")
     ignore_eos: Annotated[bool, BENCH] = Field(False, description="Ask for exactly --max-tokens tokens (vLLM and this runtime).")
+
+
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # an application name: a DNS label
+GOALS = {"min": "minimize", "max": "maximize"}
+
+
+class PromoteSettings(BaseModel):
+    """The best run's model served by another deployment: what promote.sh and a schedule's promote step do.
+
+    config.yaml ``experiment.promote``, read by ``python -m runtime promote`` in a pod and by the
+    wizard's ``promote.sh`` (the wizard's config model uses this model, so it is declared once)."""
+
+    model_config = ConfigDict(extra="forbid", validate_default=True, defer_build=True)
+
+    to: str | None = Field(
+        None, description="Application name of the serving deployment (a model_server in the same namespace, mounting the "
+                          "model store) whose model promote replaces with the best run's; empty: promote.sh --to names it.")
+    metric: str | None = Field(None, description="Metric the runs are ranked by; default experiment.sweep.metric.")
+    goal: Annotated[Literal["minimize", "maximize"] | None, choice("minimize", "maximize")] = Field(
+        None, description="Whether lower or higher is better (minimize or maximize); default experiment.sweep.goal.")
+
+    @field_validator("to", mode="before")
+    @classmethod
+    def _to(cls, v: Any) -> Any:
+        if v in (None, ""):
+            return None
+        if not isinstance(v, str) or len(v) > 63 or not NAME_PATTERN.match(v):
+            raise ValueError(f"{v!r} is not an application name (lower-case letters, digits and '-', starting with a "
+                             "letter, at most 63 characters)")
+        return v
+
+    @field_validator("goal", mode="before")
+    @classmethod
+    def _goal(cls, v: Any) -> Any:
+        return GOALS.get(v, v) if isinstance(v, str) else v
 
 
 @dataclass(frozen=True)
@@ -308,12 +397,8 @@ def _section(data: dict[str, Any], name: str, path: Path) -> dict[str, Any]:
     return section
 
 
-def load_deployment_config(path: Path) -> RuntimeConfig:
-    """Read the keys the runtime owns from a deployment's config.yaml (one-line errors only).
-
-    Keys of the ``inference`` section that are not engine settings (the Route, replicas, ...)
-    belong to the wizard, which checks the whole file (``python -m wizard validate``).
-    """
+def read_config_yaml(path: Path) -> dict[str, Any]:
+    """A deployment's config.yaml as data (its sections unchecked); one-line errors only."""
     import yaml
 
     try:
@@ -328,6 +413,16 @@ def load_deployment_config(path: Path) -> RuntimeConfig:
         raise UsageError(f"{path}: malformed YAML: {where}{getattr(exc, 'problem', None) or 'cannot be parsed'}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: expected a mapping of sections (application:, inference:, ...)")
+    return data
+
+
+def load_deployment_config(path: Path) -> RuntimeConfig:
+    """Read the keys the runtime owns from a deployment's config.yaml (one-line errors only).
+
+    Keys of the ``inference`` section that are not engine settings (the Route, replicas, ...)
+    belong to the wizard, which checks the whole file (``python -m wizard validate``).
+    """
+    data = read_config_yaml(path)
     inference = _section(data, "inference", path)
     application = _section(data, "application", path)
     experiment = _section(data, "experiment", path)

@@ -5,8 +5,14 @@ A trainer writes Hugging Face model folders under one folder (``checkpoint-500/`
 set of prompts with the transformers engine (greedy by default, so outputs are comparable), and
 writes ``<output>/eval/<checkpoint>.jsonl`` and one HTML comparison ``<output>/eval/index.html``.
 
-**A checkpoint** is a folder directly under the watched folder holding a ``config.json``. It is
-**complete** when
+**A checkpoint** is a folder holding a ``config.json``, directly under the watched folder or one
+level further down: the watched folder may be a trainer's output folder (``checkpoint-500/``) or
+a folder of runs, each saving its checkpoints and, in the run folder itself, its final model (a
+deployment's models root: ``<root>/<run id>/checkpoint-500/``, ``<root>/<run id>/``). A nested one
+is named ``<run>/<checkpoint>`` and its results are ``<run>--<checkpoint>.jsonl``
+(:func:`result_name`). Checkpoints directly under the folder come first (by step, then the others
+by modification time), then the runs in name order (a run id starts with its date and time), each
+run's checkpoints by step and its final model last. A checkpoint is **complete** when
 
 1. every file its index lists (``model.safetensors.index.json`` / ``pytorch_model.bin.index.json``,
    the ``weight_map``) is present, or, without an index, a weight file (``*.safetensors``,
@@ -54,21 +60,61 @@ def step_of(name: str) -> int | None:
     return int(m.group(1)) if m else None
 
 
-def order_key(folder: Path) -> tuple[int, float, str]:
-    """Checkpoints with a step first, by step; the others after them, by modification time."""
+def order_key(folder: Path, missing_mtime: float | None = None) -> tuple[int, float, str]:
+    """Checkpoints with a step first, by step; the others after them, by modification time
+    (``missing_mtime``, else last, for a folder that is gone)."""
     step = step_of(folder.name)
     if step is not None:
         return (0, float(step), folder.name)
     try:
         return (1, folder.stat().st_mtime, folder.name)
     except FileNotFoundError:
-        return (1, float("inf"), folder.name)
+        return (1, float("inf") if missing_mtime is None else missing_mtime, folder.name)
+
+
+SAVING = "tmp-checkpoint-"  # the Hugging Face Trainer saves into tmp-checkpoint-<step>/, then renames it
+
+
+def subfolders(folder: Path) -> list[Path]:
+    """The folders directly in ``folder``, hidden ones and those a trainer is still saving into left
+    out; none when it cannot be read (or is gone)."""
+    try:
+        return [p for p in folder.iterdir() if not p.name.startswith((".", SAVING)) and p.is_dir()]
+    except OSError:
+        return []
+
+
+def is_model(folder: Path) -> bool:
+    return (folder / "config.json").is_file()
 
 
 def find_checkpoints(root: Path) -> list[Path]:
-    """The model folders (with a ``config.json``) directly under ``root``, in evaluation order."""
-    found = [p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".") and (p / "config.json").is_file()]
-    return sorted(found, key=order_key)
+    """The model folders (with a ``config.json``) under ``root``, in evaluation order: those
+    directly in it and, one level down, those in its other folders (a run's checkpoints); a run
+    folder that holds its final model is one too. None while ``root`` does not exist."""
+    found = []
+    for top in subfolders(root):
+        if is_model(top):
+            found.append(top)
+        found += [sub for sub in subfolders(top) if is_model(sub)]
+    return sorted(found, key=lambda folder: checkpoint_key(root, checkpoint_name(root, folder)))
+
+
+def checkpoint_name(root: Path, folder: Path) -> str:
+    """How a checkpoint is named in the results and the HTML: ``checkpoint-500``, or ``<run>/checkpoint-500``."""
+    return folder.relative_to(root).as_posix()
+
+
+def checkpoint_key(root: Path, name: str, missing_mtime: float | None = None) -> tuple[tuple[int, float, str], tuple[int, float, str]]:
+    """The evaluation order of checkpoint ``name`` (see the module's docstring): (its place
+    among the folders directly in ``root``, its place in its run)."""
+    run, _, inner = name.partition("/")
+    if inner:
+        return (2, 0.0, run), order_key(root / name, missing_mtime)
+    folder = root / name
+    if any(is_model(sub) for sub in subfolders(folder)):  # a run's final model, after its checkpoints
+        return (2, 0.0, name), (2, 0.0, "")
+    return order_key(folder, missing_mtime), (-1, 0.0, "")
 
 
 def missing_files(folder: Path) -> list[str]:
@@ -88,9 +134,12 @@ def missing_files(folder: Path) -> list[str]:
 
 
 def snapshot(folder: Path) -> tuple[tuple[str, int, int], ...]:
-    """Every file's (relative name, size, modification time): what changes while one is written."""
+    """Every file's (relative name, size, modification time): what changes while one is written.
+    The checkpoints inside a run folder are theirs, not its (its own files are its final model)."""
     out = []
-    for dirpath, _, files in os.walk(folder):
+    for dirpath, dirs, files in os.walk(folder):
+        if dirpath == str(folder):
+            dirs[:] = [d for d in dirs if not (is_model(folder / d) or STEP.match(d) or d.startswith(SAVING))]
         for f in files:
             p = Path(dirpath) / f
             try:
@@ -108,8 +157,10 @@ class Quiet:
     seconds: float
     seen: dict[str, tuple[tuple[tuple[str, int, int], ...], float]] = field(default_factory=dict)
 
-    def why_incomplete(self, folder: Path, now: float) -> str | None:
-        """None when ``folder`` is complete at ``now``; else why not (one phrase)."""
+    def why_incomplete(self, folder: Path, now: float, name: str | None = None) -> str | None:
+        """None when ``folder`` (the checkpoint ``name``, default its folder's name) is complete at
+        ``now``; else why not (one phrase)."""
+        name = name or folder.name
         missing = missing_files(folder)
         if missing:
             shown = ", ".join(missing[:3]) + (f" and {len(missing) - 3} more" if len(missing) > 3 else "")
@@ -117,9 +168,9 @@ class Quiet:
         if (folder / MARKER).exists():
             return None
         snap = snapshot(folder)
-        before = self.seen.get(folder.name)
+        before = self.seen.get(name)
         if before is None or before[0] != snap:
-            self.seen[folder.name] = (snap, now)
+            self.seen[name] = (snap, now)
             since = now
         else:
             since = before[1]
@@ -130,12 +181,17 @@ class Quiet:
 
 
 # --------------------------------------------------------------------------- results
+def result_name(name: str) -> str:
+    """A checkpoint's name as one file name: ``<run>/<checkpoint>`` becomes ``<run>--<checkpoint>``."""
+    return name.replace("/", "--")
+
+
 def result_path(eval_dir: Path, name: str) -> Path:
-    return eval_dir / f"{name}.jsonl"
+    return eval_dir / f"{result_name(name)}.jsonl"
 
 
 def failure_path(eval_dir: Path, name: str) -> Path:
-    return eval_dir / f"{name}.failed"
+    return eval_dir / f"{result_name(name)}.failed"
 
 
 def write_atomic(path: Path, data: bytes) -> None:
@@ -246,8 +302,10 @@ class Watcher:
     def __init__(self, root: Path, prompts: Path, output: Path, *, load: Loader, max_tokens: int = 64,
                  temperature: float = 0.0, batch_size: int | None = None, quiet_seconds: float = 30.0,
                  tracker: Any = None, say: Callable[[str], None] | None = None,
-                 clock: Callable[[], float] = time.monotonic):
-        if not root.is_dir():
+                 clock: Callable[[], float] = time.monotonic, wait_for_root: bool = False):
+        # wait_for_root: a folder that does not exist yet is one no run has saved a model in yet
+        # (a deployment's models root before its first job); it is looked at like the others.
+        if not root.is_dir() and (root.exists() or not wait_for_root):
             raise UsageError(f"--checkpoints {root}: no such folder")
         self.root = root
         self.records = read_records(prompts)  # bad input stops here, one line, before any model
@@ -275,7 +333,7 @@ class Watcher:
         """The complete checkpoints without a result or a failure record, in order."""
         todo = []
         for folder in find_checkpoints(self.root):
-            name = folder.name
+            name = checkpoint_name(self.root, folder)
             if result_path(self.eval_dir, name).exists():
                 continue
             failed = failure_path(self.eval_dir, name)
@@ -283,7 +341,7 @@ class Watcher:
                 self._once(name, f"skipping {name}: it failed earlier ({failed.read_text(encoding='utf-8').strip()}); "
                                  f"remove {failed} to retry")
                 continue
-            why = self.quiet.why_incomplete(folder, self.clock())
+            why = self.quiet.why_incomplete(folder, self.clock(), name)
             if why:
                 self._once(name, f"waiting for {name}: incomplete ({why})")
                 continue
@@ -295,13 +353,13 @@ class Watcher:
         done = []
         for folder in self.pending():
             if self.evaluate(folder):
-                done.append(folder.name)
+                done.append(checkpoint_name(self.root, folder))
         if done or (not (self.eval_dir / "index.html").exists() and any(self.eval_dir.glob("*.jsonl"))):
             self.write_html()
         return done
 
     def evaluate(self, folder: Path) -> bool:
-        name = folder.name
+        name = checkpoint_name(self.root, folder)
         self.say(f"evaluating {name} on {len(self.records)} prompts")
         start = time.monotonic()
         try:
@@ -325,7 +383,7 @@ class Watcher:
             close = getattr(engine, "close", None)
             if close:
                 close()
-        step = step_of(name)
+        step = step_of(folder.name)
         rows = []
         for record in self.records:
             r = got.get(json.dumps(record.id), {"text": None, "error": "no result"})
@@ -342,14 +400,16 @@ class Watcher:
         return True
 
     def results(self) -> list[tuple[str, list[dict[str, Any]]]]:
-        """The results written so far, in checkpoint order."""
+        """The results written so far, in checkpoint order (a checkpoint removed since keeps its
+        place by its step, else by when its results were written)."""
         found = []
         for path in self.eval_dir.glob("*.jsonl"):
-            name = path.name[: -len(".jsonl")]
-            folder = self.root / name
-            key = order_key(folder) if folder.exists() or step_of(name) is not None else (1, path.stat().st_mtime, name)
-            found.append((key, name, path))
-        return [(name, read_results(path)) for _, name, path in sorted(found)]
+            rows = read_results(path)
+            name = str(rows[0].get("checkpoint") or "") if rows else ""
+            if not name or result_name(name) != path.name[: -len(".jsonl")]:
+                name = path.name[: -len(".jsonl")]
+            found.append((checkpoint_key(self.root, name, path.stat().st_mtime), name, rows))
+        return [(name, rows) for _, name, rows in sorted(found, key=lambda f: (f[0], f[1]))]
 
     def write_html(self) -> Path:
         page = self.eval_dir / "index.html"

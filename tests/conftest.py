@@ -17,6 +17,8 @@ EXAMPLES = ROOT / "docs" / "examples"
 # RUNTIME_API_KEY, then the OpenAI client's OPENAI_API_KEY); tests that want a key set it.
 for _key in ("RUNTIME_API_KEY", "OPENAI_API_KEY"):
     os.environ.pop(_key, None)
+# Nor may a model named in the shell replace the one a test's server is given (runtime serve reads it).
+os.environ.pop("RUNTIME_MODEL", None)
 
 
 def run_wizard(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,

@@ -4,6 +4,7 @@ trained tokenizer, nothing downloaded) and a real server on loopback in a thread
 from __future__ import annotations
 
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -77,8 +78,9 @@ def running_server(**settings: Any) -> Iterator[str]:
     from runtime.settings import ServeSettings
 
     engine_factory = settings.pop("engine_factory", None)
+    options = {"clock": settings.pop("clock")} if "clock" in settings else {}  # what the rate limits are timed by
     serve = ServeSettings(host="127.0.0.1", **settings)
-    app = create_app(serve, engine_factory=engine_factory) if engine_factory else create_app(serve)
+    app = create_app(serve, engine_factory=engine_factory, **options) if engine_factory else create_app(serve, **options)
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
@@ -106,3 +108,39 @@ def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 300)
         [sys.executable, "-m", "runtime", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout,
         env={**os.environ, **(env or {})},
     )
+
+
+class FakeClock:
+    """A monotonic clock the test moves (``advance``) instead of sleeping; callable like
+    ``time.monotonic``."""
+
+    def __init__(self, start: float = 1000.0):
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def write_secret(folder: Path, keys: dict[str, str]) -> None:
+    """Lay out ``keys`` as the kubelet writes a Secret volume, and update it the way it does: the
+    files in a new hidden version folder, a ``..data_tmp`` link to it renamed over ``..data`` in
+    one step, one visible link per key into ``..data``, then the old version removed."""
+    folder.mkdir(exist_ok=True)
+    version = folder / f"..{time.strftime('%Y_%m_%d_%H_%M_%S')}.{time.perf_counter_ns()}"
+    version.mkdir()
+    for name, key in keys.items():
+        (version / name).write_text(key + ("\n" if name.endswith("-nl") else ""))  # oc create secret --from-file keeps a newline
+    os.symlink(version.name, folder / "..data_tmp")
+    os.replace(folder / "..data_tmp", folder / "..data")
+    for name in keys:
+        if not (folder / name).is_symlink():
+            os.symlink(f"..data/{name}", folder / name)
+    for entry in folder.iterdir():
+        if entry.name.startswith(".."):
+            if entry.name != "..data" and entry.name != version.name:
+                shutil.rmtree(entry)
+        elif entry.name not in keys:
+            entry.unlink()

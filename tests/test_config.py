@@ -345,7 +345,10 @@ def test_a_new_gpu_count_derives_cpu_memory_shm_and_tensor_parallel_again(deploy
     assert result.returncode == 0, result.stderr
     mounted = yaml.safe_load(yaml.safe_load((deployments / "llm" / "manifests" / "configmap.yaml").read_text())["data"]["config.yaml"])
     assert mounted["resources"] == {"gpus": 4, "cpu": "16", "memory": "128Gi", "shm_size": "32Gi",
-                                    "storage": {"size": "50Gi", "access_mode": "ReadWriteOnce"}}
+                                    "storage": {"size": "50Gi", "access_mode": "ReadWriteOnce",
+                                                "models": {"enabled": False, "claim": "mlshift-models", "size": "200Gi",
+                                                           "access_mode": "ReadWriteOnce", "mount": "/models",
+                                                           "hf_cache": True, "offline": False}}}
     assert mounted["inference"]["tensor_parallel_size"] == 4
 
 

@@ -21,7 +21,7 @@ from fake_oc.harness import Cluster  # noqa: E402
 from conftest import EXAMPLES, ROOT, run_wizard  # noqa: E402
 from wizard.verbs import BY_NAME, SCRIPT_ENV, VERBS  # noqa: E402
 
-JOB_VERBS = {"submit", "watch", "jobs", "sweep", "compare", "logs"}
+JOB_VERBS = {"submit", "watch", "jobs", "sweep", "compare", "logs", "promote"}
 SUBMISSION = re.compile(r"\d{6}-\d{6}-[a-z0-9]{4}")
 
 
@@ -62,12 +62,14 @@ ORDER = {
     "port-forward": (["--port", "9000"], []),
     "test-inference": (["--prompt", "hi", "--max-tokens", "8"], []),
     "bench": (["--concurrency", "2", "--stream"], []),
+    "api-key": (["--name", "api-key"], []),
     "jupyter": (["--port", "8899"], []),
     "vscode": (["--port", "8099"], []),
     "sync": (["--remote", "/workspace/llm/out"], ["down"]),
     "sync-runs": ([], ["250102-130405-k3x9"]),
     "sweep": (["--max-runs", "1", "--seed", "3"], []),
     "compare": (["--metric", "loss"], []),
+    "promote": (["--to", "llm", "--metric", "loss", "--if-better"], []),
     "run-local": (["--port", "9001"], ["hello"]),
 }
 
@@ -209,6 +211,7 @@ def test_the_model_a_command_serves(command, model):
 def test_bench_without_a_known_model_asks_the_server(cluster):
     dep = _deployed(cluster, "srv", "application.type=custom_command", "application.source.command=python serve.py",
                     "inference.enabled=true")
+    cluster.set(FAKE_OC_SECRETS="srv-api-keys")  # its Route's key Secret, as deploy makes it
     res = cluster.script(dep, "benchmark-inference.sh", "--num-requests", "2", "--concurrency", "1", "--max-tokens", "4")
     assert res.returncode == 0, res.stderr
     reqs = _requests(cluster)
@@ -218,6 +221,7 @@ def test_bench_without_a_known_model_asks_the_server(cluster):
 def test_bench_says_in_one_line_how_to_name_the_model_when_nobody_knows(cluster):
     dep = cluster.new("srv", "application.type=custom_command", "application.source.command=python serve.py",
                       "inference.enabled=true", "deployment.namespace=team-a")
+    cluster.set(FAKE_OC_SECRETS="srv-api-keys")  # its Route's key Secret, as deploy makes it
     res = cluster.script(dep, "benchmark-inference.sh", "--url", "http://127.0.0.1:9")
     assert res.returncode == 2
     assert res.stderr.count("\n") == 1 and res.stderr.startswith("error: cannot tell which model to benchmark: pass --model NAME")
@@ -241,8 +245,9 @@ def test_benchmark_and_test_inference_send_the_deployments_key(cluster):
 
 
 def test_without_a_key_secret_no_key_of_the_users_is_sent(cluster):
+    # an open Route (inference.route.public) is the one way to a server without a key Secret
     dep = _deployed(cluster, "llm", "application.type=model_server", "inference.enabled=true", "inference.engine=transformers",
-                    "inference.model=tiny-model")
+                    "inference.model=tiny-model", "inference.route.public=true")
     cluster.set(OPENAI_API_KEY="sk-users-own")
     res = cluster.script(dep, "benchmark-inference.sh", "--num-requests", "2", "--concurrency", "1", "--max-tokens", "4")
     assert res.returncode == 0, res.stderr

@@ -135,11 +135,14 @@ def test_served_application_gets_service_route_and_probes():
     c = objs["deployment.yaml"]["spec"]["template"]["spec"]["containers"][0]
     assert c["startupProbe"]["failureThreshold"] * c["startupProbe"]["periodSeconds"] >= 1800
     assert c["readinessProbe"]["httpGet"]["path"] == "/health"
-    assert objs["deployment.yaml"]["spec"]["strategy"] == {"type": "Recreate"}
+    # two replicas: replaced one at a time, never a third pod (tests/test_rollouts.py)
+    assert objs["deployment.yaml"]["spec"]["strategy"] == {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
     assert objs["deployment.yaml"]["spec"]["replicas"] == 2
     assert objs["servicemonitor.yaml"]["spec"]["endpoints"][0]["path"] == "/metrics"
     env = {e["name"]: e for e in c["env"]}
-    assert env["RUNTIME_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "llama-api-key", "key": "api-key"}
+    # vLLM's own image: its one key from the Secret's api-key, in the environment (tests/test_security.py)
+    assert env["VLLM_API_KEY"]["valueFrom"]["secretKeyRef"] == {"name": "llama-api-key", "key": "api-key"}
+    assert route["spec"]["path"] == "/v1"  # only the API leaves the cluster
 
 
 def test_included_transformers_server_is_ready_only_when_loaded():

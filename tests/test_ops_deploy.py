@@ -29,7 +29,7 @@ def test_deploy_server_sequence_build_context_and_url(cluster, capsys):
     assert rc == 0, err
     calls = cluster.calls()
     seq = [c["argv"][0] for c in calls]
-    assert seq == ["get", "get", "apply", "get", "start-build", "apply", "get", "get"]
+    assert seq == ["get", "get", "apply", "get", "start-build", "get", "apply", "get", "get"]
     assert calls[0]["argv"] == ["get", "project", "team-a", "-o", "name"]
     assert calls[1]["argv"][:4] == ["get", "--namespace=team-a", "secret", "hf-token"] and "llm-key" in calls[1]["argv"]
     assert _kinds(calls[2]) == ["ConfigMap", "PersistentVolumeClaim", "ImageStream", "BuildConfig"]
@@ -41,8 +41,10 @@ def test_deploy_server_sequence_build_context_and_url(cluster, capsys):
     assert not any("__pycache__" in p for p in ctx)
     for dep_name in ("fastapi", "uvicorn", "prometheus-client", "transformers", "tqdm", "pydantic", "pyyaml"):
         assert dep_name in build["runtime_requirements"].split()
-    assert _kinds(calls[5]) == ["Deployment", "Service", "Route"]
-    assert calls[6]["argv"][2:5] == ["deployment", "llm", "-o"]
+    # a model promoted to the Deployment on the cluster, looked for before it is applied (promote.py)
+    assert calls[5]["argv"][1:] == ["--namespace=team-a", "deployment", "llm", "-o", "json", "--ignore-not-found"]
+    assert _kinds(calls[6]) == ["Deployment", "Service", "Route"]
+    assert calls[7]["argv"][2:5] == ["deployment", "llm", "-o"]
     assert "Ready: https://llm-api-team-a.apps.example.com/v1/completions" in out
     assert "test-inference.sh" in out
 
@@ -88,11 +90,12 @@ def test_job_mode_deploy_creates_only_the_shared_objects(cluster, capsys):
 
 
 def test_missing_secret_prints_the_command_and_applies_nothing(cluster, capsys):
-    dep = cluster.server("llm", "inference.api_key_secret=llm-key")
+    # A Secret only the user can fill (W&B online); the API key Secret deploy makes itself (tests/test_security.py).
+    dep = cluster.job("train", "experiment.tracking.enabled=true", "experiment.tracking.mode=online")
     rc, out, err = cluster.verb(capsys, "deploy", dep)
     assert rc == 2
-    assert "oc create secret generic llm-key --from-literal=api-key=... -n team-a" in err
-    assert "apply" not in cluster.verbs()
+    assert "oc create secret generic wandb-api-key --from-literal=WANDB_API_KEY=... -n team-a" in err
+    assert "apply" not in cluster.verbs() and "create" not in cluster.verbs()
     assert err.strip().count("\n") <= 1  # the optional hf-token note, then the error
 
 

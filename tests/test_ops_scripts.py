@@ -12,7 +12,7 @@ from fake_oc.harness import Cluster  # noqa: E402
 
 from wizard.verbs import VERBS as SCRIPTS  # noqa: E402
 
-JOB_VERBS = {"submit", "watch", "jobs", "sweep", "compare"}
+JOB_VERBS = {"submit", "watch", "jobs", "sweep", "compare", "promote"}
 
 
 @pytest.fixture
@@ -37,6 +37,8 @@ def test_every_verb_has_help(cluster, capsys):
 @pytest.mark.parametrize("script", SCRIPTS, ids=[s.file for s in SCRIPTS])
 def test_every_script_dry_run_prints_oc_commands_and_runs_none(cluster, script):
     sets = ["experiment.sweep={parameters: {lr: [0.1, 0.01]}}"] if script.verb == "sweep" else []
+    if script.verb == "promote":
+        sets = ["experiment.promote={to: llm, metric: loss}"]
     dep = cluster.job("train", *sets) if script.verb in JOB_VERBS else cluster.server("llm")
     before = (dep / "config.yaml").read_bytes()
     res = cluster.script(dep, script.file, "--dry-run")

@@ -26,13 +26,14 @@ def test_every_setting_maps_to_its_vllm_flag() -> None:
         "--model", "meta-llama/Llama-3.1-8B-Instruct", "--host", "0.0.0.0", "--port", "8000",
         "--served-model-name", "llama", "--tensor-parallel-size", "4", "--max-model-len", "8192",
         "--dtype", "bfloat16", "--quantization", "awq", "--gpu-memory-utilization", "0.85",
-        "--max-num-seqs", "128", "--enable-prefix-caching", "--trust-remote-code", "--enforce-eager",
+        "--max-num-seqs", "128", "--enable-prefix-caching", "--trust-remote-code", "--shutdown-timeout", "30", "--enforce-eager",
     ]
 
 
 def test_unset_options_keep_vllms_defaults() -> None:
     args = server_args(ServeSettings(engine="vllm", model="m"))
-    assert args == ["--model", "m", "--host", "0.0.0.0", "--port", "8000", "--gpu-memory-utilization", "0.9"]
+    assert args == ["--model", "m", "--host", "0.0.0.0", "--port", "8000", "--gpu-memory-utilization", "0.9",
+                    "--shutdown-timeout", "30"]  # inference.drain_timeout: vLLM's own default, 0, drops the requests in flight
 
 
 def test_prefix_caching_off_is_explicit() -> None:
@@ -50,7 +51,7 @@ def test_a_setting_declared_once_reaches_the_flag_the_server_and_llm(value: bool
     argv = {None: [], True: ["--enforce-eager"], False: ["--no-enforce-eager"]}[value]
     s = serve_settings(build_parser().parse_args(["serve", "--model", "m", *argv]), RuntimeConfig())
     assert s.enforce_eager is value
-    assert server_args(s)[8:] == flag
+    assert server_args(s)[8:] == [*flag, "--shutdown-timeout", "30"]
     assert {k: v for k, v in llm_kwargs(s).items() if k == "enforce_eager"} == kwargs
 
 
@@ -115,7 +116,7 @@ def test_a_deployment_config_drives_the_runtime(tmp_path: Path) -> None:
     s = rc.serve
     assert (s.engine, s.model, s.served_model_name, s.port, s.max_queue) == ("vllm", "/models/llama", "llama", 8080, 32)
     args = server_args(s)
-    assert args[-4:] == ["--max-num-seqs", "64", "--no-enable-prefix-caching", "--enforce-eager"]
+    assert args[-6:] == ["--max-num-seqs", "64", "--no-enable-prefix-caching", "--shutdown-timeout", "30", "--enforce-eager"]
     assert args[args.index("--tensor-parallel-size") + 1] == "2" and args[args.index("--dtype") + 1] == "float16"
     assert (rc.batch.input, rc.batch.max_tokens) == ("/data/in.jsonl", 32)
     assert rc.tracking.enabled and rc.tracking.project == "llama-chat" and rc.tracking.tags == ("nightly",)

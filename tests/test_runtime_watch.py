@@ -12,7 +12,8 @@ import pytest
 from runtime.engine_transformers import TransformersEngine
 from runtime.errors import UsageError
 from runtime.settings import ServeSettings
-from runtime.watch import MARKER, Quiet, Watcher, comparison_html, find_checkpoints, missing_files
+from runtime.watch import (MARKER, Quiet, Watcher, checkpoint_name, comparison_html, find_checkpoints, missing_files,
+                           result_name)
 from runtime_helpers import run_cli, tiny_llama  # noqa: F401
 
 PROMPTS = [
@@ -238,3 +239,114 @@ def test_cli_once_with_wandb_offline(tmp_path: Path, models: dict[str, Path]) ->
         assert expected in data, expected
     tables = list((tmp_path / "wandb").glob("offline-run-*/files/media/table/eval/*.table.json"))
     assert tables and "checkpoint-5" in tables[0].read_text() and '"p2"' in tables[0].read_text()
+
+
+# --------------------------------------------------------------------------- a models root: runs of checkpoints
+def test_runs_are_found_two_levels_deep_in_order(tmp_path: Path) -> None:
+    def model(*parts: str) -> None:
+        (tmp_path.joinpath(*parts)).mkdir(parents=True, exist_ok=True)
+        (tmp_path.joinpath(*parts) / "config.json").write_text("{}")
+
+    model("checkpoint-100")  # a trainer's own folder, flat, as before
+    model("run-b", "checkpoint-5")
+    model("run-a", "checkpoint-20")
+    model("run-a", "checkpoint-10")
+    model("run-a")  # the run's final model, in the run folder itself
+    model("run-a", "notes", "deeper")  # three levels down: not looked at
+    (tmp_path / "run-c").mkdir()  # a run that saved nothing yet
+    model(".cache", "x")  # hidden folders are not runs
+    model("run-b", ".partial")
+    model("run-b", "tmp-checkpoint-10")  # the Trainer is still saving it (then renames it checkpoint-10)
+    names = [checkpoint_name(tmp_path, p) for p in find_checkpoints(tmp_path)]
+    assert names == ["checkpoint-100", "run-a/checkpoint-10", "run-a/checkpoint-20", "run-a", "run-b/checkpoint-5"]
+    assert result_name("run-a/checkpoint-10") == "run-a--checkpoint-10"
+    assert find_checkpoints(tmp_path / "not-yet") == []
+
+
+def test_a_runs_final_model_is_quiet_while_its_checkpoints_are_written(tmp_path: Path) -> None:
+    run = tmp_path / "run-1"
+    (run / "checkpoint-2").mkdir(parents=True)
+    for f in ("config.json", "model.safetensors"):
+        (run / f).write_text("x")
+        os.utime(run / f, (0, 0))  # the final model: written long ago
+    (run / "checkpoint-2" / "config.json").write_text("{}")
+    (run / "checkpoint-2" / "model.safetensors").write_text("being written")  # now
+    assert Quiet(10).why_incomplete(run, 0.0, "run-1") is None
+    assert Quiet(10).why_incomplete(run / "checkpoint-2", 0.0, "run-1/checkpoint-2")
+
+
+def test_watch_a_models_root_of_runs(tmp_path: Path, models: dict[str, Path]) -> None:
+    root = tmp_path / "ckpts"
+    run1, run2 = root / "250101-120000-aaaa", root / "250102-090000-bbbb"
+    shutil.copytree(models["a"], run1 / "checkpoint-10")
+    shutil.copytree(models["b"], run1 / "checkpoint-20")
+    for f in models["a"].iterdir():  # the final model, saved in the run folder itself
+        shutil.copy(f, run1 / f.name)
+    shutil.copytree(models["b"], run2 / "checkpoint-10")
+    broken = shutil.copytree(models["a"], run2 / "checkpoint-20")
+    (broken / "model.safetensors").write_bytes(b"not a safetensors file")
+    write_prompts(tmp_path / "prompts.jsonl")
+    loads, said = Loads(), []
+    w = watcher(tmp_path, loads, said)
+
+    done = w.run_pass()
+    assert done == ["250101-120000-aaaa/checkpoint-10", "250101-120000-aaaa/checkpoint-20", "250101-120000-aaaa",
+                    "250102-090000-bbbb/checkpoint-10"]
+    assert w.failed_now == ["250102-090000-bbbb/checkpoint-20"]
+    out = tmp_path / "out" / "eval"
+    assert sorted(p.name for p in out.iterdir()) == [
+        "250101-120000-aaaa--checkpoint-10.jsonl", "250101-120000-aaaa--checkpoint-20.jsonl", "250101-120000-aaaa.jsonl",
+        "250102-090000-bbbb--checkpoint-10.jsonl", "250102-090000-bbbb--checkpoint-20.failed", "index.html"]
+    rows = [json.loads(x) for x in (out / "250101-120000-aaaa--checkpoint-20.jsonl").read_text().splitlines()]
+    assert rows[0]["checkpoint"] == "250101-120000-aaaa/checkpoint-20" and rows[0]["step"] == 20
+    final = [json.loads(x) for x in (out / "250101-120000-aaaa.jsonl").read_text().splitlines()]
+    assert final[0]["checkpoint"] == "250101-120000-aaaa" and final[0]["step"] is None
+    first = [json.loads(x) for x in (out / "250101-120000-aaaa--checkpoint-10.jsonl").read_text().splitlines()]
+    assert [r["text"] for r in final] == [r["text"] for r in first]  # the same weights, the same greedy outputs
+    page = (out / "index.html").read_text()
+    heads = [page.index(f"<th>{n}</th>") for n in done]
+    assert heads == sorted(heads)  # one column per checkpoint, in order: a run's checkpoints, then its final model
+    assert "3 prompts, 4 checkpoints." in page
+
+    # Once each: the next pass and a restart evaluate nothing again, and the failure is not retried.
+    assert w.run_pass() == [] and watcher(tmp_path, Loads(), []).run_pass() == []
+    assert len(loads.names) == 5
+    (out / "250101-120000-aaaa--checkpoint-20.jsonl").unlink()
+    assert watcher(tmp_path, Loads(), []).run_pass() == ["250101-120000-aaaa/checkpoint-20"]
+    # a checkpoint removed since keeps its place in the comparison
+    shutil.rmtree(run1 / "checkpoint-10")
+    assert [name for name, _ in w.results()][:2] == ["250101-120000-aaaa/checkpoint-10", "250101-120000-aaaa/checkpoint-20"]
+
+
+def test_cli_watch_waits_for_a_models_root_that_does_not_exist_yet(tmp_path: Path, models: dict[str, Path]) -> None:
+    import subprocess
+    import sys
+    import time
+
+    from runtime_helpers import ROOT, wait_until
+
+    root = tmp_path / "models" / "app"
+    write_prompts(tmp_path / "prompts.jsonl")
+    out = tmp_path / "results"
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false"}
+    env.pop("WANDB_PROJECT", None)
+    proc = subprocess.Popen([sys.executable, "-m", "runtime", "watch", "--checkpoints", str(root), "--prompts",
+                             str(tmp_path / "prompts.jsonl"), "--output", str(out), "--every", "0.2", "--max-tokens", "4",
+                             "--quiet-seconds", "0"], cwd=tmp_path, env=env, stderr=subprocess.PIPE, text=True)
+    try:
+        first = proc.stderr.readline()
+        assert "does not exist yet" in first and str(root) in first, first
+        time.sleep(0.5)
+        assert proc.poll() is None  # it waits, rather than stopping on a folder no run has made yet
+        staging = tmp_path / "staging"
+        shutil.copytree(models["a"], staging / "run-1" / "checkpoint-3")
+        (staging / "run-1" / "checkpoint-3" / MARKER).touch()
+        root.parent.mkdir(parents=True)
+        staging.rename(root)
+        wait_until(lambda: (out / "eval" / "run-1--checkpoint-3.jsonl").exists(), what="the first run's checkpoint evaluated")
+        wait_until(lambda: (out / "eval" / "index.html").exists(), what="the comparison page")
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    rows = [json.loads(x) for x in (out / "eval" / "run-1--checkpoint-3.jsonl").read_text().splitlines()]
+    assert [r["checkpoint"] for r in rows] == ["run-1/checkpoint-3"] * 3 and all(r["text"] for r in rows)

@@ -4,7 +4,6 @@ pod's command with arguments rendered from config.yaml, probes on vLLM's /health
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 import yaml
@@ -59,8 +58,10 @@ def test_the_vllm_preset_runs_the_stock_image_without_a_build():
     dep = objs["deployment.yaml"]
     c = container(objs)
     assert c["image"] == VLLM_IMAGE == PINNED
-    assert c["command"] == ["vllm", "serve", "Qwen/Qwen2.5-7B-Instruct", "--host", "0.0.0.0", "--port", "8000",
-                            "--tensor-parallel-size", "1", "--gpu-memory-utilization", "0.9"]
+    # the model from the pod's RUNTIME_MODEL (config.yaml's; promote sets another), which Kubernetes puts in
+    assert c["command"] == ["vllm", "serve", "$(RUNTIME_MODEL)", "--host", "0.0.0.0", "--port", "8000",
+                            "--tensor-parallel-size", "1", "--gpu-memory-utilization", "0.9", "--shutdown-timeout", "30"]
+    assert {"name": "RUNTIME_MODEL", "value": "Qwen/Qwen2.5-7B-Instruct"} in c["env"]
     assert "annotations" not in dep["metadata"] or "image.openshift.io/triggers" not in dep["metadata"]["annotations"]
     assert "annotations" not in dep["spec"]["template"]["metadata"]  # no ImageStream name to resolve
     for probe in ("startupProbe", "readinessProbe", "livenessProbe"):
@@ -80,7 +81,8 @@ def test_the_command_is_the_runtimes_own_mapping_of_every_setting():
     settings = ServeSettings(**{k: getattr(config.inference, k) for k in EngineSettings.model_fields})
     expected = cli_command(settings)
     assert expected[:3] == ["vllm", "serve", "Qwen/Qwen2.5-7B-Instruct"] and expected[3:] == server_args(settings)[2:]
-    assert [w.replace("$$", "$") for w in command] == expected  # $ doubled for Kubernetes only
+    assert command[2] == "$(RUNTIME_MODEL)"  # the model: the pod's RUNTIME_MODEL, expanded by Kubernetes
+    assert [w.replace("$$", "$") for w in command[:2] + command[3:]] == expected[:2] + expected[3:]  # $ doubled for Kubernetes only
     assert "$$(HOME)" in command and "--tensor-parallel-size" in command and command[command.index("--tensor-parallel-size") + 1] == "2"
     assert "--model" not in command  # vLLM's CLI takes the model first; its --model option is deprecated
 
@@ -184,7 +186,8 @@ def test_the_llama_examples_validate(example: str):
     if example == "llama-server":  # the included server on vLLM: stock image, 8 GPUs
         c = container(objects(rendered(config)))
         assert config.stock_vllm and c["image"] == PINNED
-        assert c["command"][:3] == ["vllm", "serve", "meta-llama/Llama-3-70b-hf"]
+        assert c["command"][:3] == ["vllm", "serve", "$(RUNTIME_MODEL)"]
+        assert {"name": "RUNTIME_MODEL", "value": "meta-llama/Llama-3-70b-hf"} in c["env"]
         assert c["command"][c["command"].index("--tensor-parallel-size") + 1] == "8"
     else:  # the user's own vLLM command with requirements: built on vLLM's image
         assert config.image.build is True and config.image.base == PINNED

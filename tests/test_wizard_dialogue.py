@@ -165,7 +165,9 @@ def test_enter_everywhere_without_a_preset_is_valid_too(tmp_path):
     cfg = w.config()
     assert cfg["application"]["type"] == "single_file" and "source" not in cfg["application"]
     assert cfg["application"]["execution"]["mode"] == "auto_start"
-    assert cfg["resources"] == {"gpus": 0, "storage": {"size": "50Gi", "access_mode": "ReadWriteOnce"}}
+    assert cfg["resources"]["gpus"] == 0 and "cpu" not in cfg["resources"]
+    storage = cfg["resources"]["storage"]
+    assert (storage["size"], storage["access_mode"], storage["models"]["enabled"]) == ("50Gi", "ReadWriteOnce", False)
     assert w.follows("cpu", "'2'") and w.follows("memory", "16Gi") and w.follows("shm_size", "1Gi")
     res = w.resolved().resources
     assert (res.cpu, res.memory, res.shm_size) == ("2", "16Gi", "1Gi")
@@ -194,7 +196,7 @@ def test_preset_vllm_server_on_8_gpus_defaults_tensor_parallel_and_memory(tmp_pa
     assert w.resolved().inference.tensor_parallel_size == 8
     assert (w.resolved().resources.memory, w.resolved().resources.shm_size) == ("256Gi", "64Gi")
     assert (w.target / "manifests" / "route.yaml").is_file()
-    assert "oc create secret generic llama-api-key --from-literal=api-key=..." in w.text
+    assert "scripts/api-key.sh" in w.text and "--from-literal=api-key" not in w.text  # deploy makes the key Secret
     assert "--preset vllm-server" in w.text
 
 
@@ -330,6 +332,22 @@ def test_mode_job_multi_node_with_tracking(tmp_path):
     assert (w.target / "manifests" / "job.yaml").is_file()
     assert (w.target / "manifests" / "service-headless.yaml").is_file()
     assert (w.target / "workspace" / "train.py").is_file()
+
+
+def test_model_store_is_offered_where_the_profile_shares_volumes_across_nodes(tmp_path):
+    w = everything(Wizard(tmp_path, "trainer"))
+    w.press("What do you want to run?").type("Python file to run", "train.py").press("Name")
+    w.press("How should it run?", DOWN + ENTER).press("Nodes").press("Arguments").press("Requirements file")
+    w.press("GPUs per pod").press("CPU cores").press("Memory").press("Track runs", "n").press("Sweep over parameters", "n")
+    w.press("Cluster profile", DOWN + DOWN + ENTER)  # nerc-production: it names an rwx_storage_class
+    w.press("Mount the namespace's shared model store", "y").type("Model store claim", "team-models").press("Namespace")
+    assert w.finish() == 0
+    store = w.config()["resources"]["storage"]["models"]
+    assert store["enabled"] is True and store["claim"] == "team-models"
+    assert w.follows("access_mode", "ReadWriteMany")  # follows the profile
+    assert "Models       store team-models (200Gi, ReadWriteMany in ocs-external-storagecluster-cephfs) at /models" in w.text
+    claim = yaml.safe_load((w.target / "manifests" / "model-store.yaml").read_text())
+    assert claim["metadata"]["name"] == "team-models" and claim["spec"]["accessModes"] == ["ReadWriteMany"]
 
 
 def test_mode_manual_directory(tmp_path):

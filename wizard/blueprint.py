@@ -20,9 +20,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
+from runtime.settings import MODEL_ENV
+
 from .clusters import ClusterProfile, profile
 from .config import Config
-from .paths import CONFIG_MOUNT, CONFIG_PATH_IN_POD, PACKAGE, WORKSPACE_MOUNT
+from .paths import API_KEY_DATA_KEY, API_KEYS_DIR_ENV, API_KEYS_MOUNT, CONFIG_MOUNT, CONFIG_PATH_IN_POD, PACKAGE, WORKSPACE_MOUNT
 
 TOOL = "mlshift"
 LABEL_PREFIX = "mlshift.io"
@@ -60,7 +62,30 @@ WANDB_AUTO_WRAPPER = ('if [ -z "${WANDB_MODE:-}" ]; then if [ -n "${WANDB_API_KE
 # carries (wizard/launch.py: standard library only, so it runs in any image with Python).
 LAUNCHER_FILE = PACKAGE / "launch.py"
 LAUNCH_PATH_IN_POD = f"{CONFIG_MOUNT}/launch.py"
+MODEL_REF = f"$({MODEL_ENV})"  # the served model in vLLM's command line, expanded by Kubernetes
 RUN_LABEL = f"{LABEL_PREFIX}/submission"  # a submitted Job's pods carry their submission id (ops.base.SUBMISSION_LABEL)
+# A scheduled run's eval step: wait $1 seconds (the watcher's quiet period), then run the rest as it is.
+AFTER_QUIET_WRAPPER = 'sleep "$1"; shift; exec "$@"'
+# Schedules (application.execution.schedule): a CronJob names each Job it starts <cronjob>-<minutes
+# since 1970>, and Kubernetes (1.27+) labels the Job's pods with it: a scheduled run's id.
+JOB_NAME_LABEL = "batch.kubernetes.io/job-name"
+SCHEDULE_LABEL = f"{LABEL_PREFIX}/schedule"  # a scheduled Job and its pods: the CronJob that started them
+ARGUMENTS_ANNOTATION = f"{LABEL_PREFIX}/arguments"  # a Job's arguments as JSON, which list-jobs shows (ops.base.ARGS_ANNOTATION)
+CRONJOB_NAME_MAX = 52  # Kubernetes' limit for a CronJob's name: its Jobs add "-" and 8 to 11 digits
+SCHEDULE_DEADLINE_SECONDS = 3600  # a run that cannot start within this long of its time is skipped
+SCHEDULE_HISTORY = 7  # finished Jobs (and their logs) a CronJob keeps, of each outcome
+SERVICE_ACCOUNT_TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # where clients look for it
+PROMOTE_TOKEN_SECONDS = 3600  # the promote step's token's life; the kubelet renews it while the pod runs
+PROMOTE_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
+# What the promote step's container is given of the pod's environment: no Secrets, no run's tracking.
+PROMOTE_ENV = frozenset({"HOME", "PYTHONUNBUFFERED", "PYTHONPATH", "MLSHIFT_APP", "MLSHIFT_CONFIG", "MLSHIFT_MODELS_ROOT",
+                         "MLSHIFT_RUN", "POD_NAME", "POD_NAMESPACE"})
+# Why a manifest Blueprint.manifests renders is left out of kustomization.yaml (what `oc apply -k` applies).
+NOT_LISTED_WHY = {
+    "job": "a template that `submit` instantiates per run",
+    "model-store": "the namespace's model store, shared with its other deployments: deploy creates it only when it "
+                   "is missing, and `oc delete -k` must not remove it",
+}
 
 
 # The pod's and the container's security context, as templates/manifests/_pod.yaml.j2 spells
@@ -126,7 +151,8 @@ def trial_identity(config: Config, sweep_id: str, index: int, params: dict[str, 
                    agent: bool = False) -> dict[str, str]:
     """The run variables of trial ``index`` of a sweep (the shared contract of issue 14): its run
     id ``<sweep id>-<index, 3 digits at least>``, its name ``<app>-<k1>=<v1>,...``, its group (the
-    sweep), its record folder, its parameters as JSON and, with W&B tracking, the W&B names.
+    sweep), its record folder, its model folder (MLSHIFT_MODEL_DIR, see :func:`models_root`), its
+    parameters as JSON and, with W&B tracking, the W&B names.
 
     ``agent``: a W&B sweep's agent chooses the parameters (bayes): they are not known here, the
     name is ``<app>-<index>``, and W&B assigns the run id (no WANDB_RUN_ID, no MLSHIFT_PARAMS).
@@ -139,7 +165,8 @@ def trial_identity(config: Config, sweep_id: str, index: int, params: dict[str, 
     else:
         name = f"{config.name}-{index:03d}"
     env = {"MLSHIFT_RUN": run, "MLSHIFT_RUN_NAME": name, "MLSHIFT_RUN_GROUP": sweep_id,
-           "MLSHIFT_RESULTS": f"{WORKSPACE_MOUNT}/{config.name}/results/{run}/"}
+           "MLSHIFT_RESULTS": f"{WORKSPACE_MOUNT}/{config.name}/results/{run}/",
+           "MLSHIFT_MODEL_DIR": f"{models_root(config)}/{run}"}
     if not agent:
         env["MLSHIFT_PARAMS"] = json.dumps(params or {}, ensure_ascii=False)
     tr = config.experiment.tracking
@@ -149,6 +176,15 @@ def trial_identity(config: Config, sweep_id: str, index: int, params: dict[str, 
             env["WANDB_RUN_ID"] = run  # stable: a retried pod resumes its run
         env["WANDB_RESUME"] = "allow"
     return env
+
+
+def models_root(config: Config) -> str:
+    """Where an application's runs save their models, one folder per run (MLSHIFT_MODEL_DIR is
+    ``<models root>/<run id>``): ``<mount>/<name>`` on the model store, else ``/workspace/<name>/models``."""
+    store = config.resources.storage.models
+    if store.enabled:
+        return f"{store.mount.rstrip('/')}/{config.name}"
+    return f"{WORKSPACE_MOUNT}/{config.name}/models"
 
 
 def results_dir(app: str, run_id: str) -> str:
@@ -165,12 +201,13 @@ def wandb_dir(app: str) -> str:
 def run_identity(config: Config, run_id: str, group: str | None = None) -> dict[str, str]:
     """The run variables of one submitted run (the shared contract of issue 14; a sweep's trials:
     :func:`trial_identity`): its run id (the submission id), its name (the application's), its
-    group (``group``, else the run id), its record folder, no parameters and, with W&B tracking,
+    group (``group``, else the run id), its record folder, its model folder, no parameters and, with W&B tracking,
     the W&B names (job type ``train``; WANDB_RUN_ID is the run id: a retried pod resumes its run).
     ``run_id`` may be ``$(MLSHIFT_RUN)``, which Kubernetes expands (Blueprint.run_env)."""
     group = group or run_id
     env = {"MLSHIFT_RUN": run_id, "MLSHIFT_RUN_NAME": config.name, "MLSHIFT_RUN_GROUP": group,
-           "MLSHIFT_RESULTS": results_dir(config.name, run_id), "MLSHIFT_PARAMS": "{}"}
+           "MLSHIFT_RESULTS": results_dir(config.name, run_id), "MLSHIFT_PARAMS": "{}",
+           "MLSHIFT_MODEL_DIR": f"{models_root(config)}/{run_id}"}
     tr = config.experiment.tracking
     if tr.enabled and tr.backend == "wandb":
         env.update(WANDB_RUN_GROUP=group, WANDB_JOB_TYPE="train", WANDB_NAME=config.name, WANDB_RUN_ID=run_id,
@@ -183,6 +220,51 @@ def launch_script() -> str:
     return LAUNCHER_FILE.read_text(encoding="utf-8")
 
 
+# Stopping a server's pod (docs/rollouts.md; the included server's side: runtime/drain.py).
+# Kubernetes drops a terminating pod from the Service's endpoints while it runs the container's
+# preStop hook; kube-proxy and the routers (OpenShift's HAProxy reloads its configuration every
+# few seconds) follow some seconds later. The hook pauses this long, the server still serving,
+# before SIGTERM starts the drain. Every image we run has `sleep`.
+PRESTOP_PAUSE_SECONDS = 10
+# After the drain (inference.drain_timeout): the cut requests' errors and uvicorn's last wait
+# (runtime.drain.CUT_GRACE, 5 s each at most) and the release of the model, before SIGKILL.
+STOP_MARGIN_SECONDS = 15
+DEFAULT_GRACE_SECONDS = 30  # Kubernetes' own: the pods that run no server (jobs, workspaces)
+
+
+@dataclass(frozen=True)
+class ModelStoreFacts:
+    """The model store as the manifests and deploy see it (resources.storage.models, resolved)."""
+
+    claim: str  # the PersistentVolumeClaim, shared by every deployment of the namespace naming it
+    mount: str  # where the pods mount it
+    size: str  # what deploy asks for when it creates it
+    access_mode: str
+    storage_class: str | None  # the class it is created in (None: the cluster's default)
+    hf_home: str | None  # HF_HOME on the store, or None (the cache stays on the workspace)
+    offline: bool  # HF_HUB_OFFLINE=1
+
+    @property
+    def labels(self) -> dict[str, str]:
+        """Its labels: the tool's, no application's (so that deleting one by its labels leaves it)."""
+        return {"app.kubernetes.io/name": "model-store", "app.kubernetes.io/component": "model-store",
+                "app.kubernetes.io/part-of": TOOL, "app.kubernetes.io/managed-by": TOOL}
+
+
+@dataclass(frozen=True)
+class Step:
+    """One step of a scheduled run: a container of its pod (templates/manifests/_pod.yaml.j2, ``steps``)."""
+
+    name: str  # the container's name (the application's step keeps the application's: app)
+    what: str  # what it does, in words: train, evaluate, promote
+    command: list[str]  # escaped for Kubernetes' $(VAR) expansion
+    env: list[dict[str, Any]] | None = None  # None: the pod's (the application's)
+    resources: dict[str, Any] | None = None  # None: the application's
+    token: bool = False  # the only container that gets the ServiceAccount's token
+    token_mount = SERVICE_ACCOUNT_TOKEN_MOUNT
+    token_seconds = PROMOTE_TOKEN_SECONDS
+
+
 @dataclass
 class Blueprint:
     """The facts one config turns into on the cluster; the manifest templates are filled in with them."""
@@ -193,6 +275,9 @@ class Blueprint:
     # One submitted run's snapshot of workspace/ on the volume (/workspace/.runs/<id>, made by
     # submit): the working directory, the entry file and the requirements file are then there.
     run_dir: str | None = None
+    # The pods of the CronJob (application.execution.schedule): their run id is their Job's name
+    # (run_env), and W&B's mode auto is decided as they start (no submit decides it).
+    scheduled: bool = False
 
     workspace_mount = WORKSPACE_MOUNT  # where the workspace volume is mounted in the container
     config_mount = CONFIG_MOUNT  # where config.yaml is mounted (CONFIG_PATH_IN_POD)
@@ -248,6 +333,10 @@ class Blueprint:
             names.append(("headless Service", f"{self.name}-nodes", self.headless_service))
         if self.route:
             names.append(("Route", f"{self.name}-api", self.route_name))
+        if self.eval_watcher:
+            names.append(("eval watcher Deployment", f"{self.name}-eval", self.eval_name))
+        if self.schedule:
+            names.append(("CronJob", self.name, self.cronjob_name))
         return [n for n in names if n[1] != n[2]]
 
     def labels(self, component: str) -> dict[str, str]:
@@ -440,8 +529,19 @@ class Blueprint:
         if self.uses_launcher:  # python3|torchrun ... /etc/mlshift/launch.py ENTRY ARGS
             prefix = [*prefix[:-1], LAUNCH_PATH_IN_POD, prefix[-1]]
         ours = RENDEZVOUS_REFS if (self.launcher == "torchrun" and self.multi_node) else frozenset()
+        if self.config.stock_vllm and self.model_from_env:  # vllm serve $(RUNTIME_MODEL) ...: the model promote sets
+            prefix = [*prefix[:2], MODEL_REF, *prefix[3:]]
+            ours = ours | {MODEL_REF}
         words = [w if w in ours else k8s_escape(w) for w in prefix] + [k8s_escape(w) for w in args]
         return self.started(words)
+
+    @property
+    def model_from_env(self) -> bool:
+        """The server takes its model from RUNTIME_MODEL, which the pods have (config.yaml's model)
+        and promote changes on the Deployment: the included server, on either engine (vLLM's own
+        image: its command's model argument is ``$(RUNTIME_MODEL)``)."""
+        app = self.config.application
+        return app.type == "model_server" and self.serves and app.enabled and self.mode != "manual"
 
     def started(self, words: list[str]) -> list[str]:
         """The container's command that runs ``words`` (escaped for Kubernetes): behind the
@@ -449,7 +549,7 @@ class Blueprint:
         req = self.config.application.requirements
         if req and not self.build and not self.config.uses_runtime:
             words = ["/bin/sh", "-c", REQUIREMENTS_WRAPPER, "mlshift-start", k8s_escape(self._in_workdir(req)), *words]
-        if self.wandb_on and self.wandb_mode == "auto" and not self.is_job:
+        if self.wandb_on and self.wandb_mode == "auto" and (not self.is_job or self.scheduled):  # not decided by a submit
             words = ["/bin/sh", "-c", WANDB_AUTO_WRAPPER, "mlshift-wandb", *words]
         return words
 
@@ -478,6 +578,122 @@ class Blueprint:
         product = self.config.resources.gpu_product or self.profile.gpu_product
         return product if (product and self.gpus) else None
 
+    # ------------------------------------------------------------------ the model store
+    @property
+    def model_store(self) -> "ModelStoreFacts | None":
+        """The namespace's model store this deployment mounts (resources.storage.models), or None."""
+        store = self.config.resources.storage.models
+        if not store.enabled:
+            return None
+        return ModelStoreFacts(claim=store.claim, mount=store.mount, size=store.size, access_mode=store.access_mode,
+                               storage_class=store.storage_class or self.profile.storage_class,
+                               hf_home=f"{store.mount}/.cache/huggingface" if store.hf_cache else None,
+                               offline=store.offline)
+
+    @property
+    def models_root(self) -> str:
+        """Where this application's runs save their models (MLSHIFT_MODELS_ROOT): one folder per run."""
+        return models_root(self.config)
+
+    @property
+    def hf_home(self) -> str:
+        """HF_HOME: on the model store when it keeps the hub's cache, else on the workspace volume."""
+        store = self.model_store
+        return store.hf_home if store and store.hf_home else f"{WORKSPACE_MOUNT}/.cache/huggingface"
+
+    @property
+    def volumes_read_write_once(self) -> list[str]:
+        """The volumes the pods mount that attach to one node at a time: "workspace", "model store"."""
+        out = []
+        if self.config.resources.storage.access_mode == "ReadWriteOnce":
+            out.append("workspace")
+        if self.model_store and self.model_store.access_mode == "ReadWriteOnce":
+            out.append("model store")
+        return out
+
+    # ------------------------------------------------------------------ the eval watcher
+    @property
+    def eval_watcher(self) -> bool:
+        return self.config.experiment.eval_watcher.enabled
+
+    @property
+    def eval_name(self) -> str:
+        """The eval watcher's Deployment: ``<name>-eval``."""
+        return object_name(self.name, "eval", DNS_LABEL_MAX)
+
+    @property
+    def eval_prompts(self) -> str:
+        """The prompts file in the pod: deploy uploads workspace/ to /workspace/<name> (the folder
+        it runs from, for a single file or a directory) when the eval watcher is on."""
+        return posixpath.join(self.workspace_folder, self.config.experiment.eval_watcher.prompts)
+
+    @property
+    def workspace_folder(self) -> str:
+        """Where deploy copies workspace/: the working directory when it is on the volume, else /workspace/<name>."""
+        wd = self.configured_working_dir
+        return wd if wd.startswith(WORKSPACE_MOUNT + "/") else f"{WORKSPACE_MOUNT}/{self.name}"
+
+    @property
+    def eval_output(self) -> str:
+        """``--output`` of the watcher: it writes ``eval/`` there (/workspace/<name>/results/eval/)."""
+        return f"{WORKSPACE_MOUNT}/{self.name}/results"
+
+    @property
+    def eval_command(self) -> list[str]:
+        """The watcher's argv (``python3 -m runtime watch``) over the models root; add ``--once`` to
+        evaluate what is complete and exit. No shell, no ``$``: it is a container's command as it is."""
+        ew = self.config.experiment.eval_watcher
+        return ["python3", "-m", "runtime", "watch", "--checkpoints", self.models_root, "--prompts", self.eval_prompts,
+                "--every", str(ew.every), "--max-tokens", str(ew.max_tokens), "--output", self.eval_output]
+
+    @property
+    def eval_resources(self) -> dict[str, Any]:
+        ew = self.config.experiment.eval_watcher
+        amounts: dict[str, Any] = {"cpu": ew.cpu, "memory": ew.memory}
+        if ew.gpus:
+            amounts[self.profile.gpu_resource] = ew.gpus
+        return {"requests": dict(amounts), "limits": dict(amounts)}
+
+    @property
+    def eval_env(self) -> list[dict[str, Any]]:
+        """The watcher's environment: the pods' own caches, the models root, the hub's token; no run
+        variables (it is no run) and no tracking (its results stay on the volume)."""
+        keep = {"HOME", "PYTHONUNBUFFERED", "PYTHONPATH", "XDG_CACHE_HOME", "HF_HOME", "HF_HUB_OFFLINE", "TORCH_HOME",
+                "TRITON_CACHE_DIR", "TORCHINDUCTOR_CACHE_DIR", "PIP_CACHE_DIR", "MPLCONFIGDIR", "DO_NOT_TRACK",
+                "MLSHIFT_APP", "MLSHIFT_MODELS_ROOT", "POD_NAME", "POD_NAMESPACE", "HF_TOKEN"}
+        return [e for e in self.env if e["name"] in keep]
+
+    @property
+    def eval_tolerations(self) -> list[dict[str, Any]]:
+        if not self.config.experiment.eval_watcher.gpus:
+            return []
+        return [t.model_dump(exclude_none=True) for t in self.profile.gpu_tolerations]
+
+    @property
+    def eval_gpu_product(self) -> str | None:
+        product = self.config.resources.gpu_product or self.profile.gpu_product
+        return product if (product and self.config.experiment.eval_watcher.gpus) else None
+
+    @property
+    def eval_affinity(self) -> dict[str, Any] | None:
+        """On a ReadWriteOnce workspace or store the watcher must run where the training pods run
+        (the volume is attached to that node): required pod affinity to this application's job
+        pods by hostname. It is scheduled once a job runs, and stays (IgnoredDuringExecution)."""
+        if not self.volumes_read_write_once:
+            return None
+        return {"podAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
+            {"labelSelector": {"matchLabels": self.selector("job")}, "topologyKey": "kubernetes.io/hostname"}]}}
+
+    @property
+    def eval_deployment_annotations(self) -> dict[str, str]:
+        if not self.build:
+            return {}
+        import json
+
+        trigger = [{"from": {"kind": "ImageStreamTag", "name": f"{self.name}:latest"},
+                    "fieldPath": 'spec.template.spec.containers[?(@.name=="watch")].image'}]
+        return {"image.openshift.io/triggers": json.dumps(trigger, separators=(",", ":"))}
+
     @property
     def storage_class(self) -> str | None:
         return self.config.resources.storage.storage_class or self.profile.storage_class
@@ -492,7 +708,8 @@ class Blueprint:
             {"name": "PYTHONUNBUFFERED", "value": "1"},
             {"name": "PYTHONPATH", "value": "/opt/mlshift"},
             {"name": "XDG_CACHE_HOME", "value": cache},
-            {"name": "HF_HOME", "value": f"{cache}/huggingface"},
+            {"name": "HF_HOME", "value": self.hf_home},
+            *([{"name": "HF_HUB_OFFLINE", "value": "1"}] if self.model_store and self.model_store.offline else []),
             {"name": "TORCH_HOME", "value": f"{cache}/torch"},
             {"name": "VLLM_CACHE_ROOT", "value": f"{cache}/vllm"},
             {"name": "TRITON_CACHE_DIR", "value": "/tmp/triton"},
@@ -503,6 +720,7 @@ class Blueprint:
             {"name": "DO_NOT_TRACK", "value": "1"},
             {"name": "MLSHIFT_APP", "value": self.name},
             {"name": "MLSHIFT_CONFIG", "value": CONFIG_PATH_IN_POD},
+            {"name": "MLSHIFT_MODELS_ROOT", "value": self.models_root},
             *([{"name": "MLSHIFT_SNAPSHOT", "value": posixpath.basename(self.run_dir)}] if self.run_dir else []),
             {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}},
             {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}},
@@ -511,9 +729,12 @@ class Blueprint:
             env.append(self._secret_env("HF_TOKEN", cfg.secrets.huggingface, "HF_TOKEN", optional=True))
         if cfg.inference.enabled or cfg.application.type == "batch_inference":
             env.append({"name": "PORT", "value": str(inf.port)})
-            if inf.api_key_secret:
-                env.append(self._secret_env("RUNTIME_API_KEY", inf.api_key_secret, "api-key"))
-                env.append(self._secret_env("VLLM_API_KEY", inf.api_key_secret, "api-key"))
+        if self.model_from_env:  # the served model: config.yaml's, until promote sets another
+            env.append({"name": MODEL_ENV, "value": k8s_escape(inf.model or "")})
+        if self.api_keys_secret and self.api_keys_mounted:
+            env.append({"name": API_KEYS_DIR_ENV, "value": API_KEYS_MOUNT})
+        elif self.api_keys_secret:
+            env.append(self._secret_env("VLLM_API_KEY", self.api_keys_secret, API_KEY_DATA_KEY))
         env += self.run_env  # a job's run variables: MLSHIFT_RUN first, the others refer to it
         if tr.enabled:
             if tr.backend == "wandb":
@@ -565,8 +786,10 @@ class Blueprint:
         read from its pods' label; the others refer to it. None for the pods of a Deployment."""
         if not self.is_job:
             return []
-        values = run_identity(self.config, "$(MLSHIFT_RUN)")
-        env: list[dict[str, Any]] = [{"name": "MLSHIFT_RUN", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{RUN_LABEL}']"}}}]
+        # A scheduled run (the CronJob's pods): its id is its Job's name, its group the schedule's.
+        values = run_identity(self.config, "$(MLSHIFT_RUN)", self.schedule_group if self.scheduled else None)
+        label = JOB_NAME_LABEL if self.scheduled else RUN_LABEL
+        env: list[dict[str, Any]] = [{"name": "MLSHIFT_RUN", "valueFrom": {"fieldRef": {"fieldPath": f"metadata.labels['{label}']"}}}]
         return env + [{"name": k, "value": v} for k, v in values.items() if k != "MLSHIFT_RUN"]
 
     @staticmethod
@@ -586,9 +809,32 @@ class Blueprint:
         if self.wandb_on and mode != "offline" and cfg.secrets.wandb:
             out.append({"name": cfg.secrets.wandb, "key": "WANDB_API_KEY", "required": "yes" if mode == "online" else "no",
                         "purpose": "Weights & Biases API key" + ("" if mode == "online" else "; without it runs are tracked offline")})
-        if (cfg.inference.enabled or cfg.application.type == "batch_inference") and cfg.inference.api_key_secret:
-            out.append({"name": cfg.inference.api_key_secret, "key": "api-key", "purpose": "bearer key clients must send", "required": "yes"})
-        return out
+        return out  # the key Secret (api_keys_secret) is not among them: deploy creates it
+
+    # ------------------------------------------------------------------ API keys
+    @property
+    def api_keys_secret(self) -> str | None:
+        """The Secret of the API keys the server asks clients for (inference.api_key_secret), when
+        it serves; deploy creates it with a random key ``api-key`` when it is missing."""
+        return self.config.inference.api_key_secret if self.serves else None
+
+    @property
+    def api_keys_mounted(self) -> bool:
+        """The keys reach the pod as files, one per data key of the Secret (API_KEYS_MOUNT, named by
+        RUNTIME_API_KEYS_DIR; a changed Secret reaches the files without a restart): for the
+        included transformers server and the user's own server. vLLM takes one key, from its
+        environment (VLLM_API_KEY, the data key ``api-key``), read once at start."""
+        return bool(self.api_keys_secret) and not self.config.runs_vllm
+
+    @property
+    def api_keys_mount(self) -> str:
+        return API_KEYS_MOUNT
+
+    @property
+    def route_path(self) -> str | None:
+        """The path the Route passes (inference.route.path; None when it passes every path)."""
+        path = self.config.inference.route.path
+        return path if path and path.rstrip("/") else None
 
     # ------------------------------------------------------------------ serving
     @property
@@ -606,7 +852,7 @@ class Blueprint:
 
         Startup covers the model load; liveness and readiness only start after it.
         """
-        if not self.serves or self.mode == "manual" or not self.config.application.enabled:
+        if not self.runs_server:
             return {}
         inf = self.config.inference
         period = 10
@@ -614,8 +860,10 @@ class Blueprint:
             "startup": {"httpGet": {"path": inf.health_check, "port": "http"},
                         "periodSeconds": period, "timeoutSeconds": 5,
                         "failureThreshold": math.ceil(inf.startup_timeout / period)},
+            # Every 5 s, out after two failures: a server that drains (503) or stops answering
+            # leaves the endpoints within 10 s.
             "readiness": {"httpGet": {"path": inf.readiness_check, "port": "http"},
-                          "periodSeconds": period, "timeoutSeconds": 5, "failureThreshold": 3},
+                          "periodSeconds": 5, "timeoutSeconds": 5, "failureThreshold": 2},
             "liveness": {"httpGet": {"path": inf.health_check, "port": "http"},
                          "periodSeconds": 30, "timeoutSeconds": 10, "failureThreshold": 5},
         }
@@ -627,11 +875,55 @@ class Blueprint:
         return self.config.inference.replicas
 
     @property
+    def most_replicas(self) -> int:
+        """The most pods the Deployment runs at once: its replicas, or the autoscaler's maximum
+        (what the sharing rule, config.pods_sharing_volume, counts too)."""
+        auto = self.config.inference.autoscaling
+        return max(self.replicas, auto.max_replicas if self.hpa else 0)
+
+    @property
     def strategy(self) -> dict[str, Any]:
-        # A rolling update would need a second set of GPUs, or a second node on a RWO volume.
-        if self.gpus or self.config.resources.storage.access_mode == "ReadWriteOnce":
-            return {"type": "Recreate"}
-        return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+        """How a change replaces the pods (docs/rollouts.md).
+
+        One replica: Recreate. The old pod stops (pause, drain) before the new one is created, so
+        it has let go of its GPUs and of a ReadWriteOnce volume, which the new one needs (on
+        another node, a RWO volume would keep it from starting at all). The server is down from
+        the drain until the new pod has loaded the model.
+
+        More than one: RollingUpdate, maxSurge 0 and maxUnavailable 1. One pod at a time is
+        stopped and replaced, never one more than the replicas: no spare GPU or node is needed,
+        and the others serve meanwhile. A replacement may wait (Pending) until the old pod has
+        let its GPUs go; that is the pace of the rollout, drain + load per replica. These
+        replicas run on several nodes, so the sharing rule (config.pods_sharing_volume, over the
+        same count) has made the workspace volume ReadWriteMany, which a replacement on another
+        node can mount; ReadWriteOnce with more than one replica is refused before this point.
+        """
+        if self.most_replicas > 1:
+            return {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+        return {"type": "Recreate"}
+
+    @property
+    def runs_server(self) -> bool:
+        """The Deployment's container is a server (the included one, vLLM's own, or the
+        application's): it gets the probes, the preStop pause and a grace period for its drain."""
+        return self.serves and self.mode != "manual" and self.config.application.enabled
+
+    @property
+    def pre_stop(self) -> dict[str, Any] | None:
+        """The server's preStop hook: a pause of PRESTOP_PAUSE_SECONDS before SIGTERM, while the
+        routers drop the pod (it still serves meanwhile); none for other pods."""
+        if not self.runs_server:
+            return None
+        return {"exec": {"command": ["sleep", str(PRESTOP_PAUSE_SECONDS)]}}
+
+    @property
+    def termination_grace_period(self) -> int:
+        """Seconds from the pod's deletion to SIGKILL. A server's: the preStop pause, its drain
+        (inference.drain_timeout: the included server's, vLLM's --shutdown-timeout) and a margin
+        for what comes after; other pods keep Kubernetes' 30."""
+        if not self.runs_server:
+            return DEFAULT_GRACE_SECONDS
+        return PRESTOP_PAUSE_SECONDS + self.config.inference.drain_timeout + STOP_MARGIN_SECONDS
 
     @property
     def route_annotations(self) -> dict[str, str]:
@@ -656,6 +948,116 @@ class Blueprint:
         return {"podAntiAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": [
             {"labelSelector": {"matchLabels": self.selector("job")}, "topologyKey": "kubernetes.io/hostname"}]}}
 
+    @property
+    def pod_affinity(self) -> dict[str, Any] | None:
+        """The application's pods' affinity: one rank per node (rank_affinity) and, for the jobs of
+        a deployment whose eval watcher shares a ReadWriteOnce volume with them, a preference for
+        the watcher's node (where that volume is attached while it runs; a job on another node
+        would wait for it)."""
+        affinity = dict(self.rank_affinity or {})
+        if self.is_job and self.eval_watcher and self.volumes_read_write_once:
+            affinity["podAffinity"] = {"preferredDuringSchedulingIgnoredDuringExecution": [
+                {"weight": 100, "podAffinityTerm": {"labelSelector": {"matchLabels": self.selector("eval")},
+                                                    "topologyKey": "kubernetes.io/hostname"}}]}
+        return affinity or None
+
+    # ------------------------------------------------------------------ schedule
+    @property
+    def schedule(self) -> str | None:
+        """The cron expression of a job deployment's schedule (application.execution.schedule), or None."""
+        return self.config.application.execution.schedule if self.is_job else None
+
+    @property
+    def schedule_timezone(self) -> str:
+        """The CronJob's timeZone: application.execution.timezone, else UTC (whatever the controller's clock)."""
+        return self.config.application.execution.timezone or "Etc/UTC"
+
+    @property
+    def schedule_words(self) -> str:
+        """The schedule in words: "daily at 03:00 UTC", or the expression as given."""
+        from .cron import parse
+
+        return parse(self.schedule or "").words(self.config.application.execution.timezone)
+
+    @property
+    def cronjob_name(self) -> str:
+        return object_name(self.name, "", CRONJOB_NAME_MAX)
+
+    @property
+    def schedule_group(self) -> str:
+        """The group of every scheduled run (MLSHIFT_RUN_GROUP, W&B's group): compare-experiments.sh
+        --sweep <name>-schedule compares them. Never a prefix of their ids (<cronjob>-<digits>)."""
+        return f"{self.name}-schedule"
+
+    @property
+    def schedule_deadline(self) -> int:
+        return SCHEDULE_DEADLINE_SECONDS
+
+    @property
+    def schedule_history(self) -> int:
+        return SCHEDULE_HISTORY
+
+    @property
+    def promote_to(self) -> str | None:
+        """The serving deployment a scheduled run promotes to (experiment.promote.to), when scheduled."""
+        promote = self.config.experiment.promote
+        return promote.to if (self.schedule and promote is not None and promote.to) else None
+
+    @property
+    def promote_account(self) -> str | None:
+        """The ServiceAccount (and Role, RoleBinding) of the schedule's promote step, or None: it may
+        get and patch the one Deployment promote_to names, nothing else."""
+        return object_name(self.name, "promote", DNS_SUBDOMAIN_MAX) if self.promote_to else None
+
+    @property
+    def promote_rules(self) -> list[dict[str, Any]]:
+        return [{"apiGroups": ["apps"], "resources": ["deployments"], "resourceNames": [self.promote_to],
+                 "verbs": ["get", "patch"]}]
+
+    @cached_property
+    def scheduled_run(self) -> "Blueprint":
+        """The blueprint of the CronJob's pods: this one, its runs identified by their Job's name."""
+        import dataclasses
+
+        return dataclasses.replace(self, scheduled=True)
+
+    @property
+    def schedule_labels(self) -> dict[str, str]:
+        """The labels a scheduled Job and its pods carry besides the job ones."""
+        return {SCHEDULE_LABEL: self.cronjob_name}
+
+    @property
+    def schedule_annotations(self) -> dict[str, str]:
+        """A scheduled Job's annotations: its arguments, as a submitted Job has them (list-jobs shows them)."""
+        import json
+
+        return {ARGUMENTS_ANNOTATION: json.dumps(self.user_argv, ensure_ascii=False)}
+
+    @property
+    def schedule_steps(self) -> list[Step]:
+        """A scheduled run's steps, in order, in one pod (use scheduled_run's): train (the
+        application, as a submitted Job runs it), then evaluate (the eval watcher's command, once,
+        with its environment and the training's resources: the pod has them, GPUs and all) when
+        experiment.eval_watcher is on, then promote (``python3 -m runtime promote --if-better``,
+        small, the only one with the token) when experiment.promote.to is set. A step runs only
+        when the one before succeeded."""
+        steps = [Step(self.container_name, "train", self.container_command)]
+        if self.eval_watcher:
+            # The watcher takes a model without its marker file as complete once its files have
+            # not changed for quiet_seconds: wait that long after the training, so that this
+            # run's last model counts (another run's, being written meanwhile, still waits).
+            from runtime.settings import WatchSettings
+
+            quiet = math.ceil(WatchSettings.model_fields["quiet_seconds"].default)
+            steps.append(Step("eval", "evaluate", ["/bin/sh", "-c", AFTER_QUIET_WRAPPER, "mlshift-eval", str(quiet),
+                                                   *[k8s_escape(w) for w in [*self.eval_command, "--once"]]],
+                              env=self.eval_env))
+        if self.promote_to:
+            steps.append(Step("promote", f"promote to {self.promote_to} if better",
+                              ["python3", "-m", "runtime", "promote", "--config", CONFIG_PATH_IN_POD, "--if-better"],
+                              env=[e for e in self.env if e["name"] in PROMOTE_ENV], resources=PROMOTE_RESOURCES, token=True))
+        return steps
+
     # ------------------------------------------------------------------ what gets rendered
     @property
     def manifests(self) -> list[tuple[str, bool]]:
@@ -667,6 +1069,10 @@ class Blueprint:
             if self.multi_node:
                 out.append(("service-headless", True))
             out.append(("job", False))  # a template: each submission creates its own Job from it
+            if self.promote_account:  # before the CronJob, whose pods use it
+                out += [("serviceaccount-promote", True), ("role-promote", True), ("rolebinding-promote", True)]
+            if self.schedule:
+                out.append(("cronjob", True))
         else:
             out.append(("deployment", True))
         if self.serves:
@@ -677,4 +1083,8 @@ class Blueprint:
             out.append(("horizontalpodautoscaler", True))
         if self.service_monitor:
             out.append(("servicemonitor", True))
+        if self.eval_watcher:
+            out.append(("eval-watcher", True))
+        if self.model_store:
+            out.append(("model-store", False))  # shared by the namespace's deployments: deploy creates it when missing
         return out

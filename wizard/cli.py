@@ -131,6 +131,8 @@ def _next_steps(target: Path, config) -> None:
         print(f"  {where}/scripts/submit-job.sh")
     elif plan.serves:
         print(f"  {where}/scripts/port-forward.sh   # then: {where}/scripts/test-inference.sh")
+        if plan.api_keys_secret:
+            print(f"  {where}/scripts/api-key.sh        # the API key clients send (deploy made it)")
     else:
         print(f"  {where}/scripts/shell.sh")
 

@@ -14,6 +14,7 @@ again from the current answers; the copy sent to the cluster holds every value r
 from __future__ import annotations
 
 import math
+import posixpath
 import re
 import shlex
 from dataclasses import dataclass
@@ -31,9 +32,10 @@ from pydantic import (
     model_validator,
 )
 
-from runtime.settings import BatchSettings, Engine, EngineSettings, choice, squash
+from runtime.settings import BatchSettings, Engine, EngineSettings, PromoteSettings, choice, squash
 
 from . import quantity
+from .paths import CONFIG_MOUNT, WORKSPACE_MOUNT
 
 SCHEMA_VERSION = 1
 NAME_MAX = 63  # a DNS label; objects whose name adds a suffix are shortened to fit (blueprint.object_name)
@@ -63,6 +65,21 @@ def check_secret_name(value: str | None) -> str | None:
     if value is not None and (len(value) > 253 or not SECRET_NAME_RE.match(value)):
         raise ValueError(f"{value!r} is not a valid Secret name (lower-case letters, digits, '-' and '.')")
     return value
+
+
+# A Route's path: "/", or segments that do not start with a dot (so never "." or ".."), an optional "/" at the end.
+ROUTE_PATH_RE = re.compile(r"^/(?:[A-Za-z0-9_~-][A-Za-z0-9._~-]*(?:/[A-Za-z0-9_~-][A-Za-z0-9._~-]*)*/?)?$")
+
+
+def route_passes(route_path: str | None, request_path: str) -> bool:
+    """Whether the OpenShift router sends ``request_path`` through a Route with ``route_path``: a
+    prefix at a segment boundary (``/v1`` passes ``/v1`` and ``/v1/models``, not ``/v1beta``); a
+    path ending in ``/`` is a plain prefix; ``/`` (or none) passes everything."""
+    if not route_path or not route_path.rstrip("/"):
+        return True
+    if route_path.endswith("/"):
+        return request_path.startswith(route_path)
+    return request_path == route_path or request_path.startswith(route_path + "/")
 
 
 def check_http_path(value: str | None) -> str | None:
@@ -115,6 +132,7 @@ class Deployment(Strict):
 # --------------------------------------------------------------------------- application
 AppType = Literal["single_file", "directory", "custom_command", "model_server", "batch_inference"]
 APP_TYPES: tuple[str, ...] = AppType.__args__  # type: ignore[attr-defined]
+TRAINING_TYPES = ("single_file", "directory", "custom_command")  # the user's own programs: what a job trains
 ExecMode = Literal["auto_start", "job", "manual"]
 EXEC_MODES: tuple[str, ...] = ExecMode.__args__  # type: ignore[attr-defined]
 
@@ -164,6 +182,33 @@ class Execution(Strict):
     launcher: Annotated[Literal["python", "torchrun"], choice("python", "torchrun")] | None = Field(
         None, description="How Python applications start; empty means torchrun for multi-node or several GPUs with torchrun in the arguments, else python."
     )
+    schedule: str | None = Field(
+        None, description="Job mode: start a run on a schedule (a CronJob, created by deploy): cron's five fields "
+                          "(minute hour day-of-month month day-of-week, e.g. `0 3 * * *` daily at 03:00) or @hourly, @daily, "
+                          "@weekly, @monthly, @yearly. Each run trains (the application, with the configured arguments), "
+                          "then evaluates (experiment.eval_watcher) and promotes (experiment.promote.to) when those are set. "
+                          "One run at a time: a run still going when the next is due makes it wait, at most an hour, then "
+                          "it is skipped (concurrencyPolicy Forbid). Empty: runs start only when submitted.")
+    timezone: str | None = Field(
+        None, description="IANA time zone the schedule's times are in, e.g. Europe/Berlin (the CronJob's timeZone); empty: UTC.")
+
+    @field_validator("schedule")
+    @classmethod
+    def _schedule(cls, v: str | None) -> str | None:
+        if v is None or not str(v).strip():
+            return None
+        from .cron import parse
+
+        return parse(v).text
+
+    @field_validator("timezone")
+    @classmethod
+    def _timezone(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        from .cron import check_zone
+
+        return check_zone(v)
 
     @field_validator("arguments")
     @classmethod
@@ -247,12 +292,62 @@ class Application(Strict):
 
 
 # --------------------------------------------------------------------------- resources
+# Where a pod's own volumes are mounted (the model store may not cover or hide them), and the
+# system folders it may not replace.
+POD_MOUNTS = (WORKSPACE_MOUNT, CONFIG_MOUNT, "/tmp", "/dev/shm", "/opt/mlshift")
+SYSTEM_DIRS = frozenset("/ /bin /boot /dev /etc /home /lib /lib64 /opt /proc /root /run /sbin /srv /sys /usr /var".split())
+
+
+class ModelStore(Strict):
+    """A volume of models that the deployments of a namespace share: one claim, created by the
+    first deploy that names it, never deleted by one. Each application keeps its models in
+    ``<mount>/<application name>``; a model downloaded from the hub lands in its cache once."""
+
+    enabled: bool = Field(False, description="Mount the namespace's model store in every pod of this deployment; its runs save their models "
+                                             "there (MLSHIFT_MODEL_DIR) and any deployment naming the same claim can serve them.")
+    claim: str = Field("mlshift-models", description="The store's PersistentVolumeClaim, one per namespace: every deployment naming it shares it. "
+                                                     "deploy creates it when it is missing; delete never removes it.")
+    size: Memory = Field("200Gi", description="Size of the store when deploy creates it; a store that exists is used as it is.")
+    storage_class: str | None = Field(None, description="StorageClass of the store; empty means the cluster profile's rwx_storage_class "
+                                                        "(ReadWriteMany), else its storage_class, then the cluster default.")
+    access_mode: Annotated[Literal["ReadWriteOnce", "ReadWriteMany"], choice("ReadWriteOnce", "ReadWriteMany")] = Field(
+        "ReadWriteOnce", description="ReadWriteMany lets pods on several nodes (of every deployment using it) share the store; "
+                                     "ReadWriteOnce keeps them all on one node. Default ReadWriteMany where the cluster profile has an rwx_storage_class."
+    )
+    mount: str = Field("/models", description="Where the pods mount the store; this application's models are in `<mount>/<application name>` "
+                                              "(MLSHIFT_MODELS_ROOT).")
+    hf_cache: bool = Field(True, description="Keep the Hugging Face cache on the store (HF_HOME=`<mount>/.cache/huggingface`), "
+                                             "so that a model is downloaded once per namespace.")
+    offline: bool = Field(False, description="HF_HUB_OFFLINE=1: never reach the hub, use the models on the store; set it once they are there.")
+
+    @field_validator("claim")
+    @classmethod
+    def _claim(cls, v: str) -> str:
+        if len(v) > 253 or not SECRET_NAME_RE.match(v):
+            raise ValueError(f"{v!r} is not a valid claim name (lower-case letters, digits, '-' and '.', at most 253)")
+        return v
+
+    @field_validator("mount")
+    @classmethod
+    def _mount(cls, v: str) -> str:
+        if not v.startswith("/") or any(c.isspace() or c == "\x00" for c in v) or ".." in v.split("/"):
+            raise ValueError(f"{v!r} is not an absolute path in the container such as /models")
+        v = posixpath.normpath(v)
+        if v in SYSTEM_DIRS:
+            raise ValueError(f"{v!r} is a system folder of the image; mount the store in a folder of its own such as /models")
+        for taken in POD_MOUNTS:
+            if v == taken or v.startswith(taken + "/") or taken.startswith(v + "/"):
+                raise ValueError(f"{v!r} overlaps {taken}, where the pods have another volume; use a folder of its own such as /models")
+        return v
+
+
 class Storage(Strict):
     size: Memory = Field("50Gi", description="Size of the workspace volume mounted at /workspace.")
     storage_class: str | None = Field(None, description="StorageClass of the workspace volume; empty means the cluster profile's, then the cluster default.")
     access_mode: Annotated[Literal["ReadWriteOnce", "ReadWriteMany"], choice("ReadWriteOnce", "ReadWriteMany")] = Field(
         "ReadWriteOnce", description="ReadWriteMany is needed when pods on several nodes share the workspace."
     )
+    models: ModelStore = Field(default_factory=ModelStore)
 
 
 class Resources(Strict):
@@ -323,8 +418,23 @@ def mirrored(ref: str, mirror: str | None) -> str:
 # --------------------------------------------------------------------------- inference
 class Route(Strict):
     enabled: bool = Field(True, description="Expose the server through an OpenShift Route (edge TLS, HTTP redirected).")
+    public: bool = Field(False, description="An open Route: anyone who can reach the router can use the model, without a key. "
+                                            "False (the default): a Route needs a key Secret (inference.api_key_secret).")
     host: str | None = Field(None, description="Host name; empty lets OpenShift choose one.")
+    path: str | None = Field(None, description="Only requests under this path (at a segment boundary) pass the Route; the rest "
+                                               "(metrics, docs, admin endpoints) stays inside the cluster. Default: the first segment "
+                                               "of inference.endpoint (`/v1`); `/` passes every path.")
     timeout: str = Field("10m", description="Router timeout for one request (haproxy units: s, m, h); long enough for LLM generations.")
+
+    @field_validator("path")
+    @classmethod
+    def _path(cls, v: str | None) -> str | None:
+        if not v:
+            return None
+        if not ROUTE_PATH_RE.match(v):
+            raise ValueError(f"{v!r} is not a Route path such as /v1: '/' then segments of letters, digits, "
+                             "'-', '_', '.' and '~' (none of them '.' or '..')")
+        return v
 
     @field_validator("timeout", mode="before")
     @classmethod
@@ -379,7 +489,11 @@ class Inference(EngineSettings, _InferenceSwitch):
     replicas: int = Field(1, ge=0, le=100)
     autoscaling: Autoscaling = Field(default_factory=Autoscaling)
     route: Route = Field(default_factory=Route)
-    api_key_secret: str | None = Field(None, description="Secret whose key `api-key` clients must send as a bearer token; empty for none.")
+    api_key_secret: str | None = Field(
+        None, description="Secret whose data keys are the API keys clients send (`Authorization: Bearer KEY` or `X-API-Key: KEY`), "
+                          "one key per data key; `api-key` is the one the scripts send and vLLM checks. Default `<name>-api-keys` "
+                          "for a server with a Route (unless inference.route.public), none without one; deploy creates it "
+                          "with a random key when it is missing.")
     startup_timeout: int = Field(1800, ge=30, le=86400, description="Seconds a model may take to load before the pod is restarted.")
 
     @field_validator("endpoint", "health_check", "readiness_check", "metrics")
@@ -481,10 +595,44 @@ class Sweep(Strict):
                 f"set experiment.sweep.max_runs, or use method: random")
 
 
+class EvalWatcher(Strict):
+    """``<name>-eval``: a Deployment that evaluates every model the runs save (their checkpoints and
+    final models, under the models root) on fixed prompts as it appears (``python -m runtime watch``)."""
+
+    enabled: bool = Field(False, description="Run the eval watcher beside a training deployment (execution.mode job, the user's own "
+                                             "application); it writes `/workspace/<name>/results/eval/`: a JSON Lines file per model "
+                                             "and index.html, which compares them prompt by prompt.")
+    prompts: str = Field("eval-prompts.jsonl", description="JSON Lines file in `workspace/` (deploy uploads it): one prompt per line, "
+                                                           "with `id` and `prompt` or `messages`.")
+    every: int = Field(60, ge=1, le=86400, description="Seconds between two looks at the models root.")
+    max_tokens: int = Field(64, ge=1, le=1_000_000, description="Tokens generated per prompt (greedy, so that the models compare).")
+    gpus: int = Field(0, ge=0, le=MAX_GPUS_PER_NODE, description="GPUs of the watcher's pod; 0 evaluates on CPU (small models).")
+    cpu: Cpu | None = Field(None, description="CPU cores of the watcher's pod; default 2, 4 per GPU.")
+    memory: Memory | None = Field(None, description="Memory of the watcher's pod; default 8Gi, 32Gi per GPU.")
+
+    @field_validator("prompts")
+    @classmethod
+    def _prompts(cls, v: str) -> str:
+        if not re.match(r"^[A-Za-z0-9_][A-Za-z0-9._/-]*$", v) or ".." in v.split("/") or v.endswith("/"):
+            raise ValueError(f"{v!r} is not a file in workspace/ (letters, digits, '.', '_', '-', '/')")
+        return v
+
+    @field_validator("memory")
+    @classmethod
+    def _memory(cls, v: str | None) -> str | None:
+        if v is not None and quantity.memory_bytes(v) < 2**30:
+            raise ValueError(f"{v} is too little to load a model; ask for at least 1Gi")
+        return v
+
+
 class Experiment(Strict):
     tracking: Tracking = Field(default_factory=Tracking)
     sweep: Sweep | None = None
     parallelism: int = Field(1, ge=1, le=1000, description="Runs of a sweep at once.")
+    eval_watcher: EvalWatcher = Field(default_factory=EvalWatcher)
+    # Declared once, in runtime/settings.py: python -m runtime promote reads it in a pod.
+    promote: PromoteSettings | None = Field(None, description="Promotion of the best run's model to a serving deployment "
+                                                              "(promote.sh, and a schedule's promote step).")
 
 
 class Secrets(Strict):
@@ -637,6 +785,12 @@ class Config(Strict):
                 fail("inference.model", "batch_inference needs a model (hub id or path)")
         if self.uses_runtime and inf.engine == "vllm" and res.gpus == 0:
             fail("inference.engine", "vLLM needs a GPU; set resources.gpus to 1 or more, or use engine: transformers")
+        if inf.rate_limit.limited and not (app.type == "model_server" and inf.engine == "transformers"):
+            # A limit nothing enforces would look like protection; the included transformers server is what enforces it.
+            fail("inference.rate_limit", "vLLM's server has no rate limits; use engine: transformers, or remove inference.rate_limit"
+                 if app.type == "model_server" else
+                 f"only the included server (application.type model_server, engine transformers) enforces rate limits, not {app.type}; "
+                 "remove inference.rate_limit")
         tp = inf.tensor_parallel_size or 1
         if tp > max(1, res.gpus):
             fail("inference.tensor_parallel_size", f"{tp} is more than the {res.gpus} GPU(s) in resources.gpus")
@@ -649,6 +803,12 @@ class Config(Strict):
 
             if problem := route_host_problem(app.name, self.deployment.namespace):
                 fail("inference.route.host", problem)
+        if self.serves and inf.route.enabled and inf.route.public and inf.api_key_secret:
+            fail("inference.route.public", f"true opens the Route to anyone without a key, but inference.api_key_secret names "
+                                           f"one ({inf.api_key_secret}); remove one of the two")
+        if self.serves and inf.route.enabled and not route_passes(inf.route.path, inf.endpoint):
+            fail("inference.route.path", f"{inf.route.path} does not pass inference.endpoint {inf.endpoint}, so clients could not "
+                                         f"reach it through the Route; leave route.path out (it follows the endpoint) or widen it")
         if self.serves and inf.autoscaling.enabled and res.gpus:
             pass  # allowed: CPU utilisation is a rough but real signal; documented in docs/modes/auto_start.md
         if self.monitoring.service_monitor and not (self.serves and inf.metrics):
@@ -661,6 +821,28 @@ class Config(Strict):
                 fail("experiment.sweep.max_runs", f"a {sweep.method} sweep needs max_runs")
             if problem := sweep.oversize():
                 fail("experiment.sweep.parameters", problem)
+        promote = self.experiment.promote
+        if promote is not None and promote.to and promote.to == app.name:
+            fail("experiment.promote.to", f"{promote.to} is this deployment; name the serving deployment (a model_server) "
+                                          "that the best run's model goes to")
+        execution = app.execution
+        if execution.schedule and mode != "job":
+            fail("application.execution.schedule", f"a schedule starts runs that end, as Jobs: it needs execution.mode: job, "
+                                                   f"not {mode} (whose pod runs all the time)")
+        if execution.timezone and not execution.schedule:
+            fail("application.execution.timezone", f"{execution.timezone} is the time zone of a schedule, and "
+                                                   "application.execution.schedule is empty; set the schedule or remove the time zone")
+        scheduled_steps = [what for what, on in (("evaluate (experiment.eval_watcher)", self.experiment.eval_watcher.enabled),
+                                                 ("promote (experiment.promote.to)", bool(promote and promote.to))) if on]
+        if execution.schedule and mode == "job" and self.multi_node and scheduled_steps:
+            fail("application.execution.schedule", f"a scheduled run's steps after training ({' and '.join(scheduled_steps)}) "
+                                                   "run in the training pod, and a multi-node run has one per node, so each would; "
+                                                   "schedule a single-node deployment, or leave those steps out of this one")
+        if (execution.schedule and mode == "job" and promote and promote.to and not self.image.build
+                and not self.image.name):
+            fail("image.build", f"false runs {self.image.base} as it is, and the schedule's promote step runs the included "
+                                "runtime (python -m runtime promote), which is not in it: set image.build: true, or image.name "
+                                "to an image built from this deployment's Containerfile")
         tr = self.experiment.tracking
         if tr.enabled and tr.backend == "mlflow" and not tr.uri:
             fail("experiment.tracking.uri", "the mlflow backend needs the tracking server's URI")
@@ -672,6 +854,17 @@ class Config(Strict):
         if self.uses_runtime and not img.build and app.requirements:
             fail("application.requirements", "requirements are installed when the image is built; with image.build: false "
                                              "nothing installs them (set image.build: true, or remove requirements)")
+        store, ew = res.storage.models, self.experiment.eval_watcher
+        if store.enabled and store.access_mode == "ReadWriteOnce" and (sharing := pods_sharing_volume(self)).shared:
+            fail("resources.storage.models.access_mode", sharing.refusal(self))
+        if ew.enabled and (mode != "job" or app.type not in TRAINING_TYPES):
+            fail("experiment.eval_watcher.enabled", f"the eval watcher evaluates the models a training job saves: it needs "
+                                                    f"execution.mode: job and an application of type single_file, directory or "
+                                                    f"custom_command, not {app.type} in mode {mode}")
+        elif ew.enabled and not img.build and not img.name:
+            fail("image.build", f"false runs {img.base} as it is, and the eval watcher runs the included runtime (python -m runtime "
+                                "watch), which is not in it: set image.build: true, or image.name to an image built from this "
+                                "deployment's Containerfile")
         if errors:
             raise ValueError("\n".join(errors))
         return self
@@ -757,6 +950,29 @@ def _shared_storage_class(c: "Config") -> str | None:
     return rwx_storage_class(c) if c.resources.storage.access_mode == "ReadWriteMany" else None
 
 
+def _store_access_mode(c: Config) -> str:
+    # The model store is shared by the namespace's deployments, whatever this one runs: ReadWriteMany
+    # wherever the profile has a class for it, unless the user chose the class. Derived whether the
+    # store is on or not, so that turning it on later (or changing the profile) still follows.
+    if rwx_storage_class(c) and not given(c, "resources.storage.models.storage_class"):
+        return "ReadWriteMany"
+    return "ReadWriteOnce"
+
+
+def _store_storage_class(c: Config) -> str | None:
+    return rwx_storage_class(c) if c.resources.storage.models.access_mode == "ReadWriteMany" else None
+
+
+def _eval_cpu(c: Config) -> str | None:
+    ew = c.experiment.eval_watcher
+    return str(max(2, 4 * ew.gpus)) if ew.enabled else None
+
+
+def _eval_memory(c: Config) -> str | None:
+    ew = c.experiment.eval_watcher
+    return f"{32 * ew.gpus if ew.gpus else 8}Gi" if ew.enabled else None
+
+
 # --------------------------------------------------------------------------- derived values
 @dataclass(frozen=True)
 class Derived:
@@ -779,6 +995,20 @@ def _monitoring_type(c: Config) -> str:
     return "training" if c.application.execution.mode == "job" else "none"
 
 
+def _first_segment(endpoint: str) -> str:
+    # /v1/completions -> /v1: what the Route passes unless inference.route.path says otherwise.
+    segment = endpoint.strip("/").split("/", 1)[0]
+    return f"/{segment}" if segment and not segment.startswith(".") else "/"
+
+
+def _api_key_secret(c: Config) -> str | None:
+    # Closed by default: a server reachable through a Route asks for a key, unless the Route is public.
+    route = c.inference.route
+    if c.serves and route.enabled and not route.public and c.application.name:
+        return f"{c.application.name}-api-keys"
+    return None
+
+
 # In order: a value may use those above it (shm_size uses memory).
 DERIVED: tuple[Derived, ...] = (
     Derived("application.source.path", "application.type",
@@ -790,6 +1020,9 @@ DERIVED: tuple[Derived, ...] = (
             lambda c: max(1, c.resources.gpus) if c.uses_runtime and c.inference.engine == "vllm" else None),
     Derived("inference.readiness_check", "inference.engine and health_check",
             lambda c: "/ready" if c.uses_runtime and c.inference.engine == "transformers" else c.inference.health_check),
+    Derived("inference.route.path", "inference.endpoint",
+            lambda c: _first_segment(c.inference.endpoint) if c.serves and c.inference.route.enabled else None),
+    Derived("inference.api_key_secret", "the Route (inference.route) and application.name", _api_key_secret),
     Derived("image.build", "application.type, inference.engine and requirements",
             lambda c: not (c.application.type == "model_server" and c.inference.engine == "vllm" and not c.application.requirements)),
     Derived("image.base", "the engine and resources.gpus",
@@ -797,6 +1030,10 @@ DERIVED: tuple[Derived, ...] = (
     Derived("monitoring.type", "the application", _monitoring_type),
     Derived("resources.storage.access_mode", "the pods that share it at once and the cluster profile", _shared_access_mode),
     Derived("resources.storage.storage_class", "access_mode and the cluster profile", _shared_storage_class),
+    Derived("resources.storage.models.access_mode", "the cluster profile and storage_class", _store_access_mode),
+    Derived("resources.storage.models.storage_class", "access_mode and the cluster profile", _store_storage_class),
+    Derived("experiment.eval_watcher.cpu", "experiment.eval_watcher.gpus", _eval_cpu),
+    Derived("experiment.eval_watcher.memory", "experiment.eval_watcher.gpus", _eval_memory),
     Derived("experiment.tracking.project", "application.name",
             lambda c: c.application.name if c.experiment.tracking.enabled else None),
 )

@@ -97,17 +97,30 @@ def _runtime_flags() -> list[str]:
            "The vLLM column is the name vLLM's server (`--name`) and `LLM(...)` take.\n",
            "| flag | commands | config.yaml key | vLLM | meaning |\n| --- | --- | --- | --- | --- |"]
     keys = {"batch": BatchSettings.model_fields, "inference": Config.model_fields["inference"].annotation.model_fields}
-    for model in (ServeSettings, BatchSettings, WatchSettings, BenchSettings):
+
+    def flagged(model: type[BaseModel], prefix: str = "") -> list[tuple[str, Any]]:
+        """(dotted key, field) of each setting; a section without a flag of its own (rate_limit)
+        gives its settings, whose flags are named after the dotted key."""
+        out: list[tuple[str, Any]] = []
         for name, field in model.model_fields.items():
+            sub = field.annotation
+            if marks(field, Flag) is None and isinstance(sub, type) and issubclass(sub, BaseModel):
+                out += flagged(sub, f"{prefix}{name}.")
+            else:
+                out.append((prefix + name, field))
+        return out
+
+    for model in (ServeSettings, BatchSettings, WatchSettings, BenchSettings):
+        for name, field in flagged(model):
             flag = marks(field, Flag)
             if flag is None:
                 continue
             vllm = marks(field, Vllm)
             section = "batch" if model is BatchSettings else "inference"
             owned = model in (ServeSettings, BatchSettings)  # watch and bench flags are no config keys
-            key = f"`{section}.{name}`" if owned and name in keys[section] else ""
+            key = f"`{section}.{name}`" if owned and name.split(".")[0] in keys[section] else ""
             desc = (field.description or "").replace("|", "\\|")
-            out.append(f"| `--{name.replace('_', '-')}` | {', '.join(flag.commands)} | {key} | "
+            out.append(f"| `--{name.replace('_', '-').replace('.', '-')}` | {', '.join(flag.commands)} | {key} | "
                        f"{f'`{vllm.name}`' if vllm else ''} | {desc} |")
     return out
 

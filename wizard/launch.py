@@ -9,7 +9,8 @@ Python 3.8+. It never imports mlshift. SCRIPT runs in this same process (runpy, 
 ``python3 SCRIPT ARG ...`` would run it: ``__main__``, sys.argv, sys.path[0]), after:
 
 - the record folder ($MLSHIFT_RESULTS): run.json (written at start and rewritten at the end, each
-  time to a temporary file renamed into place), metrics.jsonl (one JSON object per logged step,
+  time to a temporary file renamed into place; with $MLSHIFT_MODEL_DIR, the folder the run saves
+  its model in, as model_dir), metrics.jsonl (one JSON object per logged step,
   from wandb.log calls and from stdout lines made only of ``name=number`` pairs) and stdout.log
   (the process's stdout and stderr as printed, its child processes' too). Written whether
   tracking is on or not; a folder that cannot be written is said once and the run goes on.
@@ -112,6 +113,8 @@ class Records:
             "params": params if isinstance(params, dict) else {}, "sweep": sweep, "index": index,
             "state": "running", "started": _now(), "finished": None, "exit_code": None,
         }
+        if env.get("MLSHIFT_MODEL_DIR"):  # where the run saves its model: what promote serves
+            self.run["model_dir"] = env["MLSHIFT_MODEL_DIR"]
         self.metrics_file = None
         if folder:
             try:

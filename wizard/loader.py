@@ -215,6 +215,78 @@ def is_follows_comment(line: str) -> bool:
     return text.startswith("#") and text.endswith("; set it to choose)") and "  (follows " in text
 
 
+_KEY_LINE = re.compile(r"^( *)([A-Za-z_][\w.-]*):(?:[ \t]|$)")
+
+
+def set_answer_text(text: str, path: str, value: Any, *, label: str) -> str:
+    """``text`` (a config.yaml) with the answer at ``path`` (``inference.model``) set to ``value``
+    and every other line as it was: the value's line replaced, or a line added at the start of its
+    section. A layout this edit cannot follow (a flow mapping, a section that is not there, a
+    value spread over lines) is written again whole from its data, as ``new --set`` would write it
+    (:func:`dump_user_config`: derived values as comments, the user's own comments lost)."""
+    keys = path.split(".")
+    data = parse_yaml(text, label)
+    wanted = copy.deepcopy(data)
+    set_path(wanted, keys, value)
+    scalar = yamlio.dump({keys[-1]: value}, default_flow_style=False, width=2**31)
+    edited = _edit_lines(text.splitlines(keepends=True), keys, scalar.rstrip("\n"))
+    if edited is not None:
+        try:
+            if yaml.safe_load(edited) == wanted:
+                return edited
+        except yaml.YAMLError:
+            pass
+    from .deployment import build_config
+    from .render import SCHEMA_FILE
+
+    return dump_user_config(build_config(wanted, source=label), schema_ref=SCHEMA_FILE)
+
+
+def _edit_lines(lines: list[str], keys: list[str], scalar: str) -> str | None:
+    """The lines with ``keys``' value line replaced by ``scalar`` (``key: value``), or added to the
+    innermost section found; None when a section on the way is not a block of its own."""
+    start, end, indent = 0, len(lines), -1
+    for depth, key in enumerate(keys):
+        found = None
+        child_indent = None
+        for i in range(start, end):
+            m = _KEY_LINE.match(lines[i])
+            if not m:
+                continue
+            here = len(m.group(1))
+            if here <= indent:
+                break
+            if child_indent is None:
+                child_indent = here
+            if here == child_indent and m.group(2) == key:
+                found = (i, here)
+                break
+        last = depth == len(keys) - 1
+        if found is None:
+            if not last:
+                return None
+            pad = " " * (child_indent if child_indent is not None else indent + 2)
+            at = start
+            return "".join(lines[:at] + [pad + scalar + "\n"] + lines[at:])
+        i, here = found
+        # the block of this key: the lines after it, indented deeper (blank and comment lines too)
+        j = i + 1
+        while j < end:
+            line = lines[j]
+            stripped = line.strip()
+            if stripped and not stripped.startswith("#") and len(line) - len(line.lstrip(" ")) <= here:
+                break
+            j += 1
+        if last:
+            newline = "\n" if lines[i].endswith("\n") else ""
+            return "".join(lines[:i] + [" " * here + scalar + newline] + lines[i + 1:])
+        rest = lines[i][len(_KEY_LINE.match(lines[i]).group(0)):].split("#", 1)[0].strip()  # type: ignore[union-attr]
+        if rest:  # a value on the key's own line (a flow mapping): not a block
+            return None
+        start, end, indent = i + 1, j, here
+    return None
+
+
 def chosen_answers(config: Config) -> dict[str, Any]:
     """Every answer of a valid config, with the values that follow other answers left out."""
     data = config.model_dump(mode="json")

@@ -118,6 +118,16 @@ class Draft:
         return isinstance(self.get("experiment.sweep"), dict)
 
     @property
+    def offers_model_store(self) -> bool:
+        """The model store is worth offering: the cluster profile names a class that several nodes
+        mount at once (a ReadWriteOnce store keeps every pod of every deployment using it on one
+        node), or the answers already turn it on."""
+        from .clusters import profiles
+
+        found = profiles().get(str(self.get("deployment.cluster")))
+        return bool(found and found.rwx_storage_class) or self.on("resources.storage.models.enabled")
+
+    @property
     def shares_volume(self) -> bool:
         """Several pods use the workspace volume at once (the model's own pods_sharing_volume)."""
         try:
@@ -237,6 +247,9 @@ def _after_mode(data: dict[str, Any], value: Any) -> None:
         set_path(data, "deployment.mode", "single-node")
         set_path(data, "deployment.num_nodes", None)
         set_path(data, "experiment.sweep", None)
+        for key in ("application.execution.schedule", "application.execution.timezone"):  # schedules start jobs
+            if get_path(data, key) not in (MISSING, None):
+                del_path(data, key)
     if v.user_app and value != "auto_start":
         set_path(data, "inference.enabled", False)
 
@@ -341,8 +354,9 @@ QUESTIONS: tuple[Question, ...] = (
              applies=lambda v: v.serves and v.shares_volume,
              choices=lambda v: [("ReadWriteMany", "ReadWriteMany: shared by pods on several nodes"),
                                 ("ReadWriteOnce", "ReadWriteOnce: one node at a time")]),
-    Question("inference.api_key_secret", INF, "Secret with the API key clients must send", nullable=True,
-             applies=lambda v: v.serves, hint="(a Secret name; you create it, the key is never asked here; empty: no key)"),
+    Question("inference.api_key_secret", INF, "Secret with the API keys clients must send", nullable=True,
+             applies=lambda v: v.serves, hint="(deploy creates it with a random key; the key is never asked here)",
+             empty="(empty: no key; without a Route only the cluster reaches the server)"),
     Question("batch.input", INF, "Input (JSON Lines file or folder in the pod)", applies=lambda v: v.type == "batch_inference"),
     Question("batch.output", INF, "Output file", applies=lambda v: v.type == "batch_inference"),
     # ---- experiment tracking
@@ -386,6 +400,14 @@ QUESTIONS: tuple[Question, ...] = (
              applies=lambda v: not v.serves and v.shares_volume,
              choices=lambda v: [("ReadWriteMany", "ReadWriteMany: the job's pods use it at once, on several nodes"),
                                 ("ReadWriteOnce", "ReadWriteOnce: one node at a time")]),
+    # The namespace's model store (one claim its deployments share), where the profile can make it
+    # ReadWriteMany (its access mode follows the profile); elsewhere it is one --set away.
+    Question("resources.storage.models.enabled", CLU, "Mount the namespace's shared model store?", "confirm",
+             applies=lambda v: v.offers_model_store,
+             hint="(one volume of models for all its deployments: saved by jobs, served by servers, downloaded once)"),
+    Question("resources.storage.models.claim", CLU, "Model store claim",
+             applies=lambda v: v.offers_model_store and v.on("resources.storage.models.enabled"),
+             hint="(one per namespace; every deployment naming it shares it)"),
     Question("deployment.namespace", CLU, "Namespace (OpenShift project)", nullable=True,
              hint="(empty: the current oc project)"),
 )

@@ -25,7 +25,7 @@ from typing import Any, Iterable
 import yaml
 
 from . import yamlio
-from .blueprint import RENDEZVOUS_PORT, Blueprint
+from .blueprint import NOT_LISTED_WHY, RENDEZVOUS_PORT, Blueprint
 from .config import Config, json_schema
 from .errors import UserError
 from .files import (STATE_FILE, check_destinations, matches_record, new_folder, read_state, removal_verdict, remove_file,
@@ -226,7 +226,10 @@ def render_files(config: Config, folder: str, *, with_config: bool = False) -> d
     for template, in_kustomization in blueprint.manifests:
         out = f"{template}.yaml"
         files[f"manifests/{out}"] = (env.get_template(f"manifests/{template}.yaml.j2").render(common), 0o644)
-        (listed if in_kustomization else unlisted).append(out)
+        if in_kustomization:
+            listed.append(out)
+        else:
+            unlisted.append(f"{out} ({NOT_LISTED_WHY.get(template, 'created by a verb, not by oc apply -k')})")
     files["manifests/kustomization.yaml"] = (
         env.get_template("manifests/kustomization.yaml.j2").render(common, listed=listed, unlisted=unlisted), 0o644)
     for script in VERBS:

@@ -52,12 +52,44 @@ def summary_lines(config: Config, name: str, target: Path, *, force: bool, old: 
     if "resources.storage.access_mode" in config.derived_paths:
         lines.append(f"  Volume       ReadWriteMany in {res.storage.storage_class}, the cluster profile's class for it: "
                      f"{pods_sharing_volume(config).why} share it (it follows them)")
+    store = res.storage.models
+    if store.enabled:
+        cls = f" in {store.storage_class}" if store.storage_class else ""
+        extra = (", the hub's cache on it" if store.hf_cache else "") + (", offline (HF_HUB_OFFLINE)" if store.offline else "")
+        lines.append(f"  Models       store {store.claim} ({store.size}, {store.access_mode}{cls}) at {store.mount}, shared by the "
+                     f"namespace's deployments; this application's models in {plan.models_root}{extra}")
+        if store.access_mode == "ReadWriteOnce":
+            lines.append("  Note         the model store is ReadWriteOnce: every pod that mounts it, of every deployment naming it, "
+                         "must run on one node (ReadWriteMany needs a class that offers it, e.g. the cluster profile's rwx_storage_class)")
+    if exp.eval_watcher.enabled:
+        ew = exp.eval_watcher
+        lines.append(f"  Eval         {plan.eval_name} evaluates each model saved in {plan.models_root} on workspace/{ew.prompts} "
+                     f"every {ew.every}s; {plan.eval_output}/eval/index.html compares them")
+        if plan.eval_affinity:
+            lines.append(f"               it runs on the training pods' node (the {' and '.join(plan.volumes_read_write_once)} "
+                         "is ReadWriteOnce), so it starts with the first job")
     if config.serves:
         scale = (f"{inf.autoscaling.min_replicas}-{inf.autoscaling.max_replicas} replicas (autoscaled)"
                  if inf.autoscaling.enabled else f"{inf.replicas} replica{'s' if inf.replicas != 1 else ''}")
-        route = "Route (HTTPS)" if inf.route.enabled else "no Route (port-forward)"
-        key = f", API key from Secret {inf.api_key_secret}" if inf.api_key_secret else ", no API key"
+        route = (f"Route (HTTPS, {plan.route_path} only)" if plan.route and plan.route_path else
+                 "Route (HTTPS, every path)" if plan.route else "no Route (port-forward)")
+        key = f", API keys in Secret {inf.api_key_secret}" if inf.api_key_secret else ", no API key"
         lines.append(f"  Serving      port {inf.port}, {route}, {scale}{key}")
+        if plan.runs_server and plan.most_replicas:  # what a change costs (Blueprint.strategy, docs/rollouts.md)
+            drain = f"drain of up to {inf.drain_timeout} s"
+            if plan.strategy["type"] == "Recreate":
+                lines.append(f"  Rollout      one replica: a change stops the server (its {drain}), then starts the new one "
+                             "(Recreate): no service until that one has loaded the model")
+            else:
+                many = f"up to {plan.most_replicas}" if plan.hpa else str(plan.most_replicas)
+                lines.append(f"  Rollout      {many} replicas: a change replaces them one at a time, with no extra pod "
+                             f"(RollingUpdate); each takes its {drain} + the model's load, while the others serve")
+        if plan.route and inf.route.public:
+            lines.append("  OPEN ROUTE   inference.route.public: anyone who can reach the OpenShift router can use the model, "
+                         "without a key")
+        elif plan.api_keys_secret and not config.uses_runtime and not config.runs_vllm:
+            lines.append(f"  Keys         your server checks them itself: one file per key in {plan.api_keys_mount} "
+                         "(RUNTIME_API_KEYS_DIR); mlshift cannot enforce them for it")
     if exp.tracking.enabled:
         tr = exp.tracking
         extra = (f", entity {tr.entity}" if tr.entity else "") + (f", tags {', '.join(tr.tags)}" if tr.tags else "")
@@ -70,6 +102,12 @@ def summary_lines(config: Config, name: str, target: Path, *, force: bool, old: 
             count = f"the first {cap:,} of {size:,} combinations" if cap and cap < size else f"{size:,} combinations"
         lines.append(f"  Sweep        {exp.sweep.method} over {show_parameters(exp.sweep.parameters)} "
                      f"({count}, {exp.parallelism} at once)")
+    if plan.schedule:
+        steps = ", then ".join(step.what for step in plan.scheduled_run.schedule_steps)
+        lines.append(f"  Schedule     {plan.schedule_words} (CronJob {plan.cronjob_name}), one run at a time: {steps}")
+        if plan.promote_to:
+            lines.append(f"               the promote step alone gets a token: ServiceAccount {plan.promote_account} may get and "
+                         f"patch Deployment {plan.promote_to}, nothing else")
     lines.append(f"  Cluster      {config.deployment.cluster}, namespace "
                  f"{config.deployment.namespace or '(the current oc project)'}; image "
                  f"{'built on the cluster from ' + str(config.image.base) if config.image.build else plan.image}")
@@ -81,6 +119,9 @@ def summary_lines(config: Config, name: str, target: Path, *, force: bool, old: 
     if plan.secrets:
         names = ", ".join(f"{s['name']} ({s['key']}{', optional' if s['required'] == 'no' else ''})" for s in plan.secrets)
         lines.append(f"  Secrets      {names}: you create them (commands printed at the end); no value is asked for or stored")
+    if plan.api_keys_secret:
+        lines.append(f"  {'Secrets' if not plan.secrets else '':<13}{plan.api_keys_secret} (API keys): deploy creates it with "
+                     "a random key, scripts/api-key.sh prints it")
     if target.joinpath("config.yaml").is_file() and _has_own_comments(target / "config.yaml"):
         lines.append("  Note         config.yaml is written again from these answers; the comments you added to it are not kept")
     if old is not None:

@@ -193,6 +193,16 @@ def _bench_arguments(p: argparse.ArgumentParser) -> None:
     _forwarded(p)
 
 
+def _api_key_arguments(p: argparse.ArgumentParser) -> None:
+    what = p.add_mutually_exclusive_group()
+    what.add_argument("--name", metavar="KEY", help="print this key instead of api-key (the one the scripts send)")
+    what.add_argument("--new", metavar="NAME", help="add a key NAME with a random value to the Secret, and print it")
+    what.add_argument("--rotate", metavar="NAME", help="give the key NAME a new random value, and print it (the old value stops working)")
+    what.add_argument("--list", action="store_true", help="list the names of the keys, not their values")
+    p.epilog = ("Every data key of the Secret inference.api_key_secret is one API key, named by its data key. The key is\n"
+                "printed on standard output and nowhere else: KEY=$(scripts/api-key.sh). See docs/security.md.")
+
+
 def _jupyter_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=_port, default=8888, metavar="PORT", help="port of Jupyter in the pod and, if free, here")
 
@@ -239,6 +249,29 @@ def _compare_arguments(p: argparse.ArgumentParser) -> None:
                 "examples:\n"
                 "  compare-experiments.sh --sweep 251130-031200-ab12 --plot sweep.png\n"
                 "  compare-experiments.sh --from results/ --metric val_loss --goal min --csv runs.csv")
+
+
+def _promote_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--to", metavar="NAME", help="the serving deployment (its application name; default experiment.promote.to)")
+    p.add_argument("--metric", metavar="NAME",
+                   help="rank the runs by this metric (default experiment.promote.metric, else experiment.sweep.metric)")
+    p.add_argument("--goal", choices=("min", "max"),
+                   help="whether lower or higher is better (default experiment.promote.goal, else experiment.sweep.goal)")
+    p.add_argument("--if-better", action="store_true",
+                   help="only when the best run beats the value of the model the serving deployment has (by its "
+                        "annotation mlshift.io/promoted); otherwise say why and change nothing")
+    p.add_argument("--sweep", metavar="ID",
+                   help="pick among the runs of this sweep (or batch) (default: the newest sweep, else every run; all: every run)")
+    p.add_argument("--from", dest="from_dir", type=Path, metavar="DIR",
+                   help="read the runs from this folder on this machine (records results/*/run.json, W&B offline runs)")
+    p.add_argument("--model", metavar="PATH",
+                   help="promote this model folder (as the serving pods see it) instead of the best run's: no metric; "
+                        "what the undo line uses")
+    p.epilog = ("The serving deployment (a model_server in the same namespace) must mount the model store\n"
+                "(resources.storage.models). It rolls out with the new model; its folder here, when there is one,\n"
+                "gets inference.model. examples:\n"
+                "  promote.sh --if-better                 # the best of the newest sweep, if it beats the served model\n"
+                "  promote.sh --to llm --model /models/train/251130-031200-ab12-004")
 
 
 def _sync_runs_arguments(p: argparse.ArgumentParser) -> None:
@@ -307,6 +340,8 @@ VERBS: tuple[Verb, ...] = (
     Verb("test-inference", "test-inference.sh", "Send one real request to the server and print the answer and latency.",
          "pods:test_inference", _test_inference_arguments),
     Verb("bench", "benchmark-inference.sh", "Load-test the server: throughput, TTFT and latency percentiles.", "pods:bench", _bench_arguments),
+    Verb("api-key", "api-key.sh", "Print the API key clients send; --new NAME adds another key, --rotate NAME replaces one.",
+         "keys:api_key", _api_key_arguments),
     Verb("jupyter", "jupyter.sh", "Start Jupyter Lab in the pod and forward it to this machine.", "pods:jupyter", _jupyter_arguments),
     Verb("vscode", "vscode.sh", "Start VS Code (code-server) in the pod and forward it to this machine.", "pods:vscode", _vscode_arguments),
     Verb("sync", "sync-workspace.sh", "Upload workspace/ to the pod's /workspace, or download results.", "pods:sync", _sync_arguments),
@@ -316,6 +351,8 @@ VERBS: tuple[Verb, ...] = (
          "jobs:sweep", _sweep_arguments),
     Verb("compare", "compare-experiments.sh", "Compare the submitted runs' outcomes and metrics in one table.",
          "compare:compare", _compare_arguments),
+    Verb("promote", "promote.sh", "Serve the best run's model: patch the serving deployment (experiment.promote.to) to load it.",
+         "promote:promote", _promote_arguments),
     Verb("run-local", "run-local.sh", "Run the same application or server on this machine (CPU or local GPU).",
          "local:run_local", _run_local_arguments),
 )

@@ -52,12 +52,22 @@ class Cluster:
         return d
 
     def seed(self, deployment: Path, *more: str) -> None:
-        """Make the deployment look deployed (its shared objects and image exist) without deploy."""
+        """Make the deployment look deployed (its shared objects and image exist, and the API key
+        Secret deploy makes, with the key sk-test) without deploy."""
+        from wizard.blueprint import Blueprint
+        from wizard.deployment import load_deployment
+
         files = [a for t in ("configmap", "persistentvolumeclaim", "imagestream", "buildconfig", *more)
                  if (deployment / "manifests" / f"{t}.yaml").exists()
                  for a in ("-f", str(deployment / "manifests" / f"{t}.yaml"))]
         subprocess.run([str(FAKE_DIR / "oc"), "apply", *files], env={**os.environ, **self.env}, check=True,
                        capture_output=True)
+        folder, config = load_deployment(deployment)
+        keys = Blueprint(config, folder.name).api_keys_secret
+        if keys:
+            secret = {"apiVersion": "v1", "kind": "Secret", "metadata": {"name": keys}, "stringData": {"api-key": "sk-test"}}
+            subprocess.run([str(FAKE_DIR / "oc"), "create", "-f", "-"], input=json.dumps(secret), text=True,
+                           env={**os.environ, **self.env}, check=True, capture_output=True)
         self.set(FAKE_OC_IMAGE="1")
         self.reset()
 

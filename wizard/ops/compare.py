@@ -50,6 +50,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
+from runtime.records import Run, read_record
+from runtime.records import flat_params as _flat, is_number as _number, iso_time as _iso, sorted_history as _sorted_history
+
 from ..blueprint import LABEL_PREFIX
 from ..errors import UserError
 from ..paths import WORKSPACE_MOUNT
@@ -61,136 +64,8 @@ TABLE_METRICS = 6  # metrics shown in the terminal table; --csv and --json have 
 LEGEND_RUNS = 12  # the plot names at most this many runs in its legend
 SKIP_FOLDERS = frozenset({"__pycache__", "node_modules"})  # and every folder whose name starts with "."
 
-# --------------------------------------------------------------------------- one run
-@dataclass
-class Run:
-    """One run as compare sees it, whichever source it came from."""
-
-    id: str
-    name: str = ""
-    group: str | None = None
-    sweep: str | None = None
-    job_type: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-    state: str = ""  # finished, failed, running, pending (or what W&B says: crashed, killed)
-    started: float | None = None  # unix seconds
-    finished: float | None = None
-    runtime: float | None = None  # seconds, when start and end are not both known
-    history: dict[str, list[tuple[int, float]]] = field(default_factory=dict)  # metric -> [(step, value)]
-    goals: dict[str, str] = field(default_factory=dict)  # metric -> min|max, as the run declared it
-    sources: list[str] = field(default_factory=list)  # where it was read: record, wandb offline, wandb, job log
-
-    def fill(self, other: "Run") -> None:
-        """Complete this run with what ``other`` (the same run, from a later source) knows and it does not."""
-        for f in ("name", "group", "sweep", "job_type", "state", "started", "finished", "runtime"):
-            if getattr(self, f) in (None, ""):
-                setattr(self, f, getattr(other, f))
-        for k, v in other.params.items():
-            self.params.setdefault(k, v)
-        for m, points in other.history.items():
-            if m not in self.history:
-                self.history[m] = list(points)
-        for m, g in other.goals.items():
-            self.goals.setdefault(m, g)
-        self.sources += [s for s in other.sources if s not in self.sources]
-
-    def duration(self, now: float) -> float | None:
-        """Start to end; else the runtime it logged last (a W&B run with no end: maybe stopped long
-        ago); else, running, start to now."""
-        if self.started is not None and self.finished is not None:
-            return max(0.0, self.finished - self.started)
-        if self.runtime is not None:
-            return self.runtime
-        if self.started is not None and self.state in ("running", "pending", ""):
-            return max(0.0, now - self.started)
-        return None
-
-    def final(self, metric: str) -> float | None:
-        points = self.history.get(metric)
-        return points[-1][1] if points else None
-
-    def best(self, metric: str, goal: str) -> tuple[float, int] | None:
-        """The best finite value and its step (the first step that reached it)."""
-        good = [(v, s) for s, v in self.history.get(metric, []) if math.isfinite(v)]
-        if not good:
-            return None
-        pick = min if goal == "min" else max
-        value = pick(v for v, _ in good)
-        return value, next(s for v, s in good if v == value)
-
-
-def _number(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool)
-
-
-def _sorted_history(history: dict[str, dict[int, float]]) -> dict[str, list[tuple[int, float]]]:
-    return {m: sorted(points.items()) for m, points in history.items() if points}
-
-
-def _iso(text: Any) -> float | None:
-    if not isinstance(text, str) or not text:
-        return None
-    try:
-        t = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
-        return None
-    if t.tzinfo is None:
-        t = t.replace(tzinfo=dt.timezone.utc)
-    return t.timestamp()
-
-
-def _flat(params: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """Nested parameters as dotted names; W&B's own entries (``_wandb``, ...) left out."""
-    out: dict[str, Any] = {}
-    for k, v in params.items():
-        if str(k).startswith("_"):
-            continue
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
-# --------------------------------------------------------------------------- source: run records
-def read_record(folder: Path) -> Run | None:
-    """``results/<run id>/``: run.json and metrics.jsonl (the shared contract). None when run.json
-    is not a record (unreadable, or not an object)."""
-    try:
-        data = json.loads((folder / "run.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return None
-    if not isinstance(data, dict):
-        return None
-    params = data.get("params")
-    run = Run(id=str(data.get("id") or folder.name), name=str(data.get("name") or ""),
-              group=str(data["group"]) if data.get("group") else None,
-              sweep=str(data["sweep"]) if data.get("sweep") else None,
-              job_type=str(data["job_type"]) if data.get("job_type") else None,
-              params=_flat(params) if isinstance(params, dict) else {},
-              state=str(data.get("state") or ""), started=_iso(data.get("started")), finished=_iso(data.get("finished")),
-              sources=["record"])
-    if run.state == "running" and run.finished is None and data.get("exit_code") is not None:
-        run.state = "finished" if data.get("exit_code") == 0 else "failed"
-    history: dict[str, dict[int, float]] = {}
-    try:
-        with open(folder / "metrics.jsonl", encoding="utf-8", errors="replace") as fh:
-            for n, line in enumerate(fh):
-                try:
-                    row = json.loads(line)
-                except ValueError:  # a line being written, or damaged: the others still count
-                    continue
-                if not isinstance(row, dict):
-                    continue
-                step = int(row["_step"]) if _number(row.get("_step")) and math.isfinite(row["_step"]) else n
-                for k, v in row.items():
-                    if not k.startswith("_") and _number(v):
-                        history.setdefault(k, {})[step] = float(v)
-    except OSError:
-        pass
-    run.history = _sorted_history(history)
-    return run
-
+# One run (Run) and its record (read_record) are runtime/records.py's: python -m runtime promote reads
+# the same records in a pod, where the wizard is not.
 
 # --------------------------------------------------------------------------- source: W&B offline runs
 # A .wandb file is a record log: a 7-byte header (":W&B", 0xBEE1, version 0), then 32 KiB blocks of

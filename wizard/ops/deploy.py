@@ -18,9 +18,10 @@ from ..blueprint import CONTAINER_SECURITY_CONTEXT, POD_SECURITY_CONTEXT
 from ..errors import UserError
 from ..files import check_destinations, write_file
 from ..paths import SOURCE_ROOT, WORKSPACE_MOUNT
-from . import diagnose
-from .base import Operation, poll_seconds, sleep, warn
-from .oc import first_line
+from . import diagnose, schedule
+from .base import Operation, poll_seconds, selector_text, sleep, warn
+from .keys import create_secret
+from .oc import explain, first_line
 
 # Objects the pods need before they start (and that jobs share); applied first.
 SHARED = ("configmap", "persistentvolumeclaim", "imagestream", "buildconfig", "service-headless")
@@ -74,12 +75,16 @@ def check_secrets(ctx: Operation) -> None:
     from .tracking import at_deploy
 
     wanted = ctx.blueprint.secrets
-    if not wanted:
+    keys = ctx.blueprint.api_keys_secret  # not among them: created below when it is missing
+    if not wanted and not keys:
         at_deploy(ctx, set())  # W&B tracking without a Secret to look for: offline, said
         return
-    names = [s["name"] for s in wanted]
+    names = list(dict.fromkeys([s["name"] for s in wanted] + ([keys] if keys else [])))
     ans = ctx.oc.call("get", ["secret", *names, "-o", "name", "--ignore-not-found"], what="check the Secrets")
     if ctx.dry_run:
+        if keys:
+            ctx.oc.note(f"only when the Secret {keys} is missing: create it with a random API key (on stdin, never shown)")
+            create_secret(ctx)
         return
     found = {line.strip().split("/", 1)[-1] for line in ans.out.splitlines() if line.strip()}
     ns = f" -n {ctx.oc.namespace}" if ctx.oc.namespace else ""
@@ -99,6 +104,8 @@ def check_secrets(ctx: Operation) -> None:
         fallback = "; or set experiment.tracking.mode: auto (W&B offline without it)" if first["key"] == "WANDB_API_KEY" else ""
         raise UserError(f"the Secret {first['name']} ({first['purpose']}) is missing{more}",
                         hint=f"create it with: {cmd}{fallback}")
+    if keys and keys not in found:
+        create_secret(ctx)
     at_deploy(ctx, found)
 
 
@@ -298,16 +305,102 @@ def upload_workspace(ctx: Operation, pod: str | None) -> None:
     copy_to_volume(ctx, pod, ctx.directory / "workspace", ctx.blueprint.working_dir)
 
 
+# --------------------------------------------------------------------------- the model store
+def model_store_object(ctx: Operation) -> dict[str, Any] | None:
+    """The namespace's model store as the cluster has it (one `oc get`), or None when it is missing."""
+    store = ctx.blueprint.model_store
+    assert store is not None
+    ans = ctx.oc.call("get", ["persistentvolumeclaim", store.claim, "-o", "json", "--ignore-not-found"],
+                      what="look up the model store")
+    data = ans.json() or {}
+    if data.get("kind") == "List":  # how some oc versions answer --ignore-not-found for a missing object
+        data = next(iter(data.get("items") or []), {})
+    return data or None
+
+
+def describe_claim(pvc: dict[str, Any]) -> str:
+    """``200Gi, ReadWriteMany, class cephfs`` of a PersistentVolumeClaim as the cluster has it."""
+    spec, st = pvc.get("spec") or {}, pvc.get("status") or {}
+    size = (st.get("capacity") or {}).get("storage") or ((spec.get("resources") or {}).get("requests") or {}).get("storage") or "?"
+    modes = ", ".join(st.get("accessModes") or spec.get("accessModes") or []) or "?"
+    cls = spec.get("storageClassName")
+    return f"{size}, {modes}" + (f", class {cls}" if cls else "")
+
+
+def ensure_model_store(ctx: Operation) -> None:
+    """Create the namespace's model store from manifests/model-store.yaml when it is missing; one
+    that exists is used as it is (other deployments share it: deploy never changes it)."""
+    store = ctx.blueprint.model_store
+    if store is None:
+        return
+    manifest = ctx.directory / "manifests" / "model-store.yaml"
+    found = model_store_object(ctx)
+    if ctx.dry_run:
+        ctx.oc.note(f"only when the model store {store.claim} is missing:")
+        ctx.oc.call("create", ["-f", str(manifest)])
+        return
+    if found is not None:
+        ctx.say(f"Model store {store.claim}: exists ({describe_claim(found)}); used as it is")
+        labels = (found.get("metadata") or {}).get("labels") or {}
+        modes = (found.get("status") or {}).get("accessModes") or (found.get("spec") or {}).get("accessModes") or []
+        if labels.get("app.kubernetes.io/component") != "model-store":
+            warn(f"note: {store.claim} was not created as a model store (no label app.kubernetes.io/component=model-store); "
+                 "the pods mount it as it is")
+        if modes and store.access_mode not in modes:
+            warn(f"note: config.yaml asks for a {store.access_mode} model store, and {store.claim} is {', '.join(modes)}: "
+                 f"it is used as it is (another claim name, resources.storage.models.claim, makes a new store)")
+        return
+    ans = ctx.oc.call("create", ["-f", str(manifest)], check=False, what="create the model store")
+    if not ans.ok and "AlreadyExists" in ans.err:  # another deploy made it meanwhile
+        ctx.say(f"Model store {store.claim}: created meanwhile by another deploy; used as it is")
+        return
+    if not ans.ok:
+        raise explain(ans, what="create the model store", namespace=ctx.oc.namespace)
+    cls = f", class {store.storage_class}" if store.storage_class else ""
+    ctx.say(f"Model store {store.claim}: created ({store.size}, {store.access_mode}{cls}); the deployments of {ctx.where} "
+            f"that name it share it, and delete never removes it")
+
+
+def prune_eval_watcher(ctx: Operation) -> None:
+    """Delete the eval watcher when config.yaml no longer asks for it (one request, none while it does)."""
+    blueprint = ctx.blueprint
+    if blueprint.eval_watcher:
+        return
+    ctx.oc.note("the eval watcher, when config.yaml no longer asks for it (there is none unless an earlier deploy made it):")
+    # by its labels, not its name: a Deployment named <name>-eval may be another application's
+    ans = ctx.oc.call("delete", ["deployment", f"--selector={selector_text(blueprint.selector('eval'))}", "--ignore-not-found",
+                                 "--wait=false"], check=False, what="remove the eval watcher")
+    if not ans.ok:
+        warn(f"note: could not remove the eval watcher config.yaml no longer asks for ({first_line(ans.err) or 'oc failed'}); "
+             f"see `oc get deployment {blueprint.eval_name}`")
+        return
+    for line in ans.out.splitlines():
+        if line.strip():
+            ctx.say(f"  {line.strip()} (config.yaml no longer asks for it)")
+
+
+def check_eval_prompts(ctx: Operation) -> None:
+    """The eval watcher's prompts are in workspace/ (deploy uploads them; the watcher stops without them)."""
+    ew = ctx.config.experiment.eval_watcher
+    if ctx.blueprint.eval_watcher and not (ctx.directory / "workspace" / ew.prompts).is_file():
+        raise UserError(f"experiment.eval_watcher.prompts names workspace/{ew.prompts}, which does not exist",
+                        hint='put the fixed prompts there, one JSON object per line such as {"id": "p1", "prompt": "..."}, '
+                             "or name another file in experiment.eval_watcher.prompts")
+
+
 # --------------------------------------------------------------------------- deploy
 def deploy(ctx: Operation, args) -> int:
     blueprint = ctx.blueprint
     if blueprint.build:
         check_destinations(ctx.directory, [BUILD_STATE])  # where the build is recorded; before anything happens
+    if not args.no_upload:
+        check_eval_prompts(ctx)
     ctx.say(f"Deploying {ctx.name} ({blueprint.mode}) to {blueprint.namespace or 'the current project'}")
     ctx.check_session()
     check_secrets(ctx)
     ctx.say("Applying the shared objects:" if blueprint.is_job else "Applying the configuration, volume and image objects:")
     changed = apply(ctx, manifest_files(ctx, shared=True))
+    ensure_model_store(ctx)
     if blueprint.build:
         build(ctx, args.build)
     uploaded_live = False
@@ -317,9 +410,28 @@ def deploy(ctx: Operation, args) -> int:
         uploaded_live = pod is not None
     elif runs_from_workspace(ctx) and not workspace_has_files(ctx):
         warn(f"note: workspace/ is empty; put your code there ({ctx.config.application.source.path or 'the entry point'}) and re-run deploy.sh")
+    elif blueprint.eval_watcher and not args.no_upload:  # its prompts are read from there
+        copy_to_volume(ctx, None, ctx.directory / "workspace", blueprint.workspace_folder)
     if blueprint.is_job:
+        rest = manifest_files(ctx, shared=False)  # what runs beside the jobs: the eval watcher, the schedule
+        if rest:
+            ctx.say("Applying what runs beside the jobs:")
+            apply(ctx, rest)
+        schedule.prune(ctx)  # a schedule (or its promote step) taken out of config.yaml stops
+        prune_eval_watcher(ctx)  # as the eval watcher, taken out of it
         ctx.say(f"\nReady for jobs. Submit one with: {ctx.script('submit-job.sh')}")
+        if blueprint.eval_watcher:
+            where = (f"; it starts on the node of the first job (the {' and '.join(blueprint.volumes_read_write_once)} "
+                     "is ReadWriteOnce)" if blueprint.eval_affinity else "")
+            ctx.say(f"The eval watcher {blueprint.eval_name} evaluates each model the runs save in {blueprint.models_root}: "
+                    f"{blueprint.eval_output}/eval/index.html compares them{where}.")
+        schedule.say_ready(ctx)
         return 0
+    if blueprint.model_from_env:  # a model promoted on the cluster that config.yaml does not know
+        from .promote import promoted_note
+
+        if note := promoted_note(ctx):
+            warn(note)
     ctx.say("Applying the application:")
     changed.update(apply(ctx, manifest_files(ctx, shared=False)))
     config_changed = any(k.startswith("configmap/") and v == "configured" for k, v in changed.items())
@@ -423,6 +535,10 @@ def reach(ctx: Operation) -> None:
         else:
             ctx.say(f"\nReady. Reach it with {ctx.script('port-forward.sh')} (then http://127.0.0.1:{blueprint.port}{endpoint})")
         ctx.say(f"Try it: {ctx.script('test-inference.sh')}")
+        if blueprint.api_keys_secret:
+            ctx.say(f"Clients send the API key as 'Authorization: Bearer KEY'; {ctx.script('api-key.sh')} prints it")
+        elif blueprint.route:
+            ctx.say("The Route is open (inference.route.public): anyone who can reach the router can use the model")
     elif blueprint.mode == "manual":
         ctx.say(f"\nReady. Work in it: {ctx.script('shell.sh')}, {ctx.script('jupyter.sh')} or {ctx.script('vscode.sh')}")
     else:
@@ -457,9 +573,17 @@ def delete(ctx: Operation, args) -> int:
             if line.strip():
                 ctx.say(f"  {line.strip()}")
     elif ctx.blueprint.is_job:
-        ctx.say("Submitted jobs are kept (they finish and expire on their own); add --jobs to delete them too.")
+        ctx.say("Submitted jobs are kept (they finish and expire on their own); add --jobs to delete them too."
+                + (f" The runs the CronJob {ctx.blueprint.cronjob_name} started go with it." if ctx.blueprint.schedule else ""))
     if not args.volumes:
         ctx.say(f"The workspace volume {ctx.blueprint.workspace_claim} is kept; add --volumes to delete it and its files.")
+    if ctx.blueprint.model_store:
+        claim = ctx.blueprint.model_store.claim
+        ctx.say(f"The model store {claim} is kept, with --volumes too: the deployments of {ctx.where} share it "
+                f"(when none uses it any more: oc delete pvc {claim}).")
+    if ctx.blueprint.api_keys_secret:
+        ctx.say(f"The API key Secret {ctx.blueprint.api_keys_secret} is kept (clients' keys stay valid for the next deploy); "
+                f"remove it with: oc delete secret {ctx.blueprint.api_keys_secret}")
     ctx.say(f"Deleted {ctx.name} from {ctx.where}." if not ctx.dry_run else "")
     return 0
 
@@ -484,10 +608,11 @@ def _age(ts: str | None) -> str:
 def status(ctx: Operation, args) -> int:
     blueprint = ctx.blueprint
     ctx.check_session()
-    data = ctx.oc.get_json(["deployments,pods,jobs,routes,persistentvolumeclaims", "-l", ctx.instance_selector],
+    data = ctx.oc.get_json(["deployments,pods,jobs,cronjobs,routes,persistentvolumeclaims", "-l", ctx.instance_selector],
                            what="read the application's objects")
     events = ctx.events()
     builds = ctx.oc.get_json(["builds", "-l", f"buildconfig={ctx.name}"], what="read the builds") if blueprint.build else {}
+    store = model_store_object(ctx) if blueprint.model_store else None
     if ctx.dry_run:
         return 0
     by_kind: dict[str, list[dict[str, Any]]] = {}
@@ -505,6 +630,13 @@ def status(ctx: Operation, args) -> int:
         if st.get("phase") == "Pending":
             for e in diagnose.events_for(events, pvc["metadata"]["name"])[-1:]:
                 ctx.say(f"  why: {e.get('message', '').strip()}")
+    if blueprint.model_store:
+        claim = blueprint.model_store.claim
+        if store is None:
+            ctx.say(f"Model store {claim}: missing ({ctx.script('deploy.sh')} creates it)")
+        else:
+            ctx.say(f"Model store {claim}: {(store.get('status') or {}).get('phase', '?')} {describe_claim(store)}; "
+                    f"shared, this application's models in {blueprint.models_root}")
     items = (builds or {}).get("items", [])
     if items:
         last = sorted(items, key=lambda b: b["metadata"].get("creationTimestamp", ""))[-1]
@@ -513,6 +645,9 @@ def status(ctx: Operation, args) -> int:
     for dep in by_kind.get("Deployment", []):
         st = dep.get("status") or {}
         ctx.say(f"Deployment {dep['metadata']['name']}: {int(st.get('readyReplicas') or 0)}/{(dep.get('spec') or {}).get('replicas', 1)} ready")
+    for cronjob in by_kind.get("CronJob", []):  # application.execution.schedule: its last and next run
+        for line in schedule.status_lines(cronjob):
+            ctx.say(line)
     pods = by_kind.get("Pod", [])
     if pods:
         ctx.say("Pods:")

@@ -33,8 +33,19 @@ def is_ready(pod: dict[str, Any]) -> bool:
     return any(c.get("type") == "Ready" and c.get("status") == "True" for c in conds)
 
 
+def started(pod: dict[str, Any]) -> bool:
+    """A container of the pod has run or runs: its phase is past Pending, or one of its init
+    containers (a scheduled run's steps before the last) has started."""
+    st = pod.get("status") or {}
+    if st.get("phase") in ("Running", "Succeeded", "Failed"):
+        return True
+    return any((cs.get("state") or {}).get("running") or (cs.get("state") or {}).get("terminated")
+               for cs in st.get("initContainerStatuses") or [])
+
+
 def phase(pod: dict[str, Any]) -> str:
-    """A short state like ``oc get pods`` shows: Running, Pending, ImagePullBackOff, Completed..."""
+    """A short state like ``oc get pods`` shows: Running, Pending, ImagePullBackOff, Completed,
+    Init:1/3 (its init containers: a scheduled run's steps before the last)..."""
     st = pod.get("status") or {}
     if (pod.get("metadata") or {}).get("deletionTimestamp"):
         return "Terminating"
@@ -48,6 +59,10 @@ def phase(pod: dict[str, Any]) -> str:
                 return str(term["reason"])
     if st.get("phase") == "Succeeded":
         return "Completed"
+    inits = st.get("initContainerStatuses") or []
+    if st.get("phase") == "Pending" and inits and started(pod):
+        done = sum(1 for cs in inits if ((cs.get("state") or {}).get("terminated") or {}).get("exitCode") == 0)
+        return f"Init:{done}/{len(inits)}"
     if st.get("phase") == "Running" and not is_ready(pod):
         return "Running (not ready)"
     return str(st.get("phase") or "Unknown")

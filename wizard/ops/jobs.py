@@ -37,7 +37,8 @@ INDEX_ANNOTATION = "batch.kubernetes.io/job-completion-index"  # an Indexed Job'
 PER_INDEX_RETRIES = 29  # backoffLimitPerIndex: on by default from Kubernetes 1.29 (OpenShift 4.16)
 # A trial's run variables that differ from trial to trial: in its file of the table (the rest of
 # blueprint.trial_identity is the same for every trial, in the container's environment).
-PER_TRIAL_VARS = ("MLSHIFT_RUN", "MLSHIFT_RUN_NAME", "MLSHIFT_PARAMS", "MLSHIFT_RESULTS", "WANDB_NAME", "WANDB_RUN_ID")
+PER_TRIAL_VARS = ("MLSHIFT_RUN", "MLSHIFT_RUN_NAME", "MLSHIFT_PARAMS", "MLSHIFT_RESULTS", "MLSHIFT_MODEL_DIR", "WANDB_NAME",
+                  "WANDB_RUN_ID")
 
 
 # --------------------------------------------------------------------------- names
@@ -156,6 +157,8 @@ def check_deployed(ctx: Operation) -> str:
     wanted = [f"persistentvolumeclaim/{blueprint.workspace_claim}"]
     if blueprint.build:
         wanted.append(f"imagestreamtag/{ctx.name}:latest")
+    if blueprint.model_store:
+        wanted.append(f"persistentvolumeclaim/{blueprint.model_store.claim}")
     ans = ctx.oc.call("get", [*wanted, "-o", "json", "--ignore-not-found"], what="check that the application is deployed")
     if ctx.dry_run:
         return ""
@@ -168,6 +171,9 @@ def check_deployed(ctx: Operation) -> str:
     if blueprint.build and f"{ctx.name}:latest" not in found:
         raise UserError(f"the image {ctx.name}:latest has not been built in {ctx.where}",
                         hint=f"run {ctx.script('deploy.sh')} (it builds the image)")
+    if blueprint.model_store and blueprint.model_store.claim not in found:
+        raise UserError(f"the model store {blueprint.model_store.claim} does not exist in {ctx.where}",
+                        hint=f"run {ctx.script('deploy.sh')} (it creates it)")
     return str((found[blueprint.workspace_claim].get("metadata") or {}).get("uid") or "")
 
 
@@ -500,14 +506,16 @@ def job_name(ctx: Operation, ident: str | None) -> str:
     """A job's full name from what the user typed: the name, the submission id, or nothing (newest)."""
     if ident and ident not in ("latest", "last"):
         prefix = ctx.blueprint.job_prefix
-        return ident if ident.startswith(prefix + "-") else f"{prefix}-{ident}"
+        scheduled = ctx.blueprint.schedule and ident.startswith(ctx.blueprint.cronjob_name + "-")  # <cronjob>-<minutes>
+        return ident if ident.startswith(prefix + "-") or scheduled else f"{prefix}-{ident}"
     if ctx.dry_run:
         ctx.oc.call("get", ["jobs", "-l", ctx.selector("job"), "-o", "json"])
         return f"{ctx.blueprint.job_prefix}-<newest>"
     jobs = ctx.oc.get_json(["jobs", "-l", ctx.selector("job")], what="list the jobs").get("items", [])
     if not jobs:
         raise UserError(f"no jobs of {ctx.name} in {ctx.where}", hint=f"submit one with {ctx.script('submit-job.sh')}")
-    return sorted(j["metadata"]["name"] for j in jobs)[-1]
+    # The newest by creation: a scheduled run's name (<cronjob>-<minutes>) does not sort with submissions'.
+    return max(jobs, key=lambda j: (j["metadata"].get("creationTimestamp") or "", j["metadata"]["name"]))["metadata"]["name"]
 
 
 def get_job(ctx: Operation, name: str) -> dict[str, Any]:
@@ -558,7 +566,7 @@ def watch(ctx: Operation, args) -> int:
         if state.startswith(("Succeeded", "Failed")):
             break
         pods = ctx.pods(f"job-name={name}")
-        if any((p.get("status") or {}).get("phase") in ("Running", "Succeeded", "Failed") for p in pods):
+        if any(diagnose.started(p) for p in pods):
             break
         events = ctx.events()
         detail = "waiting for a pod"

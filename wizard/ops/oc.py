@@ -128,6 +128,29 @@ class Oc:
             raise explain(answer, what=what, namespace=self.namespace)
         return answer
 
+    def private(self, verb: str, args: Sequence[str] = (), *, stdin: str | None = None, shown_stdin: str | None = None,
+                check: bool = True, timeout: int = DEFAULT_TIMEOUT, dry_answer: str = "", what: str | None = None) -> Answer:
+        """A request whose input or answer holds a secret value (an API key): ``oc`` runs with pipes
+        for its input and output, so that no file holds the value (openshift-client passes both
+        through temporary files and keeps them in its record of actions), and no argument does
+        either. A dry run prints ``shown_stdin`` (a placeholder) in place of the input."""
+        cmd = self.argv(verb, args)
+        if self.dry_run:
+            self._print(cmd, shown_stdin if stdin is not None else None)
+            return Answer(cmd, 0, dry_answer, "")
+        self._need_binary()
+        self.calls += 1
+        try:
+            done = subprocess.run(cmd, input=stdin if stdin is not None else "", capture_output=True, text=True,
+                                  errors="replace", timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise OcError(f"oc did not answer within {timeout}s: {shown(cmd)}", OcFailure(cmd, -1, ""),
+                          hint="check the network or VPN to the cluster, then re-run") from None
+        answer = Answer(cmd, done.returncode, done.stdout, done.stderr)
+        if check and not answer.ok:  # from oc's stderr alone: its output may hold the value
+            raise explain(Answer(cmd, done.returncode, "", done.stderr), what=what, namespace=self.namespace)
+        return answer
+
     def get_json(self, args: Sequence[str], *, namespaced: bool = True, what: str | None = None,
                  dry_answer: Any = None) -> Any:
         dry = json.dumps(dry_answer if dry_answer is not None else {"kind": "List", "items": []})
@@ -218,8 +241,10 @@ def explain(answer: Answer, *, what: str | None = None, namespace: str | None = 
         if m:
             user, verb, resource, where = m.groups()
             where = where or ns
+            # Roles and their bindings (a schedule's promote step) are the admin role's, not the edit role's.
+            role = "admin" if resource in ("roles", "rolebindings") else "edit"
             return OcError(f"{doing}{user} may not {verb} {resource} in {where}", failure,
-                           hint=f"ask the project's admin for the edit role: oc adm policy add-role-to-user edit {user} -n {where}")
+                           hint=f"ask the project's admin for the {role} role: oc adm policy add-role-to-user {role} {user} -n {where}")
         return OcError(f"{doing}the cluster refused: {first_line(err)}", failure,
                        hint="ask the project's admin for the edit role in this project")
     m = _NO_RESOURCE.search(err)

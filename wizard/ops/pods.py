@@ -4,7 +4,6 @@ A submission's snapshot of the workspace is in :mod:`wizard.ops.snapshots`."""
 
 from __future__ import annotations
 
-import base64
 import json
 import os
 import secrets
@@ -110,17 +109,11 @@ def port_forward(ctx: Operation, args) -> int:
 
 # --------------------------------------------------------------------------- requests
 def api_key(ctx: Operation) -> str | None:
-    """The bearer key from the Secret, read into memory only (never written anywhere)."""
+    """The key ``api-key`` from the key Secret, read into memory only, through a pipe (never written anywhere)."""
+    from .keys import read_key
+
     secret = ctx.config.inference.api_key_secret
-    if not secret:
-        return None
-    ans = ctx.oc.call("get", ["secret", secret, "-o", "jsonpath={.data.api-key}"], what=f"read the key in Secret {secret}")
-    if ctx.dry_run:
-        return "<api key>"
-    try:
-        return base64.b64decode(ans.out.strip()).decode("utf-8").strip() or None
-    except ValueError:
-        raise UserError(f"the Secret {secret} has no readable key api-key") from None
+    return read_key(ctx, secret) if secret else None
 
 
 def http(method: str, url: str, body: Any = None, *, key: str | None, timeout: float) -> tuple[Any, float]:
