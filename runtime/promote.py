@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from runtime.errors import RuntimeFailure, UsageError
+from runtime import records
 from runtime.records import Run
 from runtime.settings import MODEL_ENV, PromoteSettings, checked
 
@@ -66,11 +67,7 @@ def goal_of(goal: str | None) -> str:
 
 
 def num(value: float | None) -> str:
-    if value is None:
-        return "?"
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.4g}"
+    return records.num(value, missing="?")
 
 
 def _under(path: str, root: str) -> bool:

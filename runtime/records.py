@@ -168,3 +168,12 @@ def read_records(results: Path) -> tuple[list[Run], list[str]]:
         else:
             runs.append(run)
     return sorted(runs, key=lambda r: r.id), notes
+
+
+def num(value: float | None, missing: str = "") -> str:
+    """A metric's value as people read it: four significant digits, ``nan``/``inf`` as they are."""
+    if value is None:
+        return missing
+    if not math.isfinite(value):
+        return str(value)
+    return f"{value:.4g}"

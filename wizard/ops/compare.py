@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from runtime.records import Run, read_record
+from runtime.records import Run, num, read_record
 from runtime.records import flat_params as _flat, is_number as _number, iso_time as _iso, sorted_history as _sorted_history
 
 from ..blueprint import LABEL_PREFIX
@@ -631,14 +631,6 @@ def word(value: Any) -> str:
     if isinstance(value, (list, dict)):
         return json.dumps(value, separators=(",", ":"))
     return str(value)
-
-
-def num(value: float | None) -> str:
-    if value is None:
-        return ""
-    if not math.isfinite(value):
-        return str(value)
-    return f"{value:.4g}"
 
 
 def duration_text(secs: float | None) -> str:

@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..files import check_destinations, write_file
 from ..paths import SOURCE_ROOT, WORKSPACE_MOUNT
 from . import diagnose, schedule
-from .base import Operation, poll_seconds, selector_text, sleep, warn
+from .base import Operation, poll_seconds, remove_unasked, selector_text, sleep, warn
 from .keys import create_secret
 from .oc import explain, first_line
 
@@ -368,15 +368,8 @@ def prune_eval_watcher(ctx: Operation) -> None:
         return
     ctx.oc.note("the eval watcher, when config.yaml no longer asks for it (there is none unless an earlier deploy made it):")
     # by its labels, not its name: a Deployment named <name>-eval may be another application's
-    ans = ctx.oc.call("delete", ["deployment", f"--selector={selector_text(blueprint.selector('eval'))}", "--ignore-not-found",
-                                 "--wait=false"], check=False, what="remove the eval watcher")
-    if not ans.ok:
-        warn(f"note: could not remove the eval watcher config.yaml no longer asks for ({first_line(ans.err) or 'oc failed'}); "
-             f"see `oc get deployment {blueprint.eval_name}`")
-        return
-    for line in ans.out.splitlines():
-        if line.strip():
-            ctx.say(f"  {line.strip()} (config.yaml no longer asks for it)")
+    remove_unasked(ctx, ["deployment"], [f"--selector={selector_text(blueprint.selector('eval'))}", "--ignore-not-found",
+                                         "--wait=false"], what="remove the eval watcher config.yaml no longer asks for")
 
 
 def check_eval_prompts(ctx: Operation) -> None:

@@ -14,7 +14,7 @@ import datetime as dt
 from typing import Any
 
 from .. import cron
-from .base import Operation, warn
+from .base import Operation, remove_unasked
 
 COMPONENT = "schedule"
 
@@ -36,19 +36,8 @@ def prune(ctx: Operation) -> None:
     if not blueprint.schedule:
         flags.append("--cascade=orphan")  # the runs it started go on, and expire as submitted ones do
     ctx.oc.note("what config.yaml no longer asks for of a schedule (there is none unless an earlier deploy made it):")
-    what = "remove what config.yaml no longer schedules"
-    ans = ctx.oc.call("delete", [",".join(kinds), *flags], check=False, what=what)
-    if not ans.ok and "forbidden" in ans.err.lower():
-        kinds = [k for k in kinds if k not in ("rolebindings", "roles")]
-        ans = ctx.oc.call("delete", [",".join(kinds), *flags], check=False, what=what)
-    if not ans.ok:
-        why = next(iter(ans.err.strip().splitlines()), "oc failed")
-        warn(f"note: could not remove what config.yaml no longer schedules ({why}); "
-             f"see `oc get {','.join(kinds)} -l {selector(ctx)}`")
-        return
-    for line in ans.out.splitlines():
-        if line.strip():
-            ctx.say(f"  {line.strip()} (config.yaml no longer asks for it)")
+    remove_unasked(ctx, kinds, flags, what="remove what config.yaml no longer schedules",
+                   members_may_not=("rolebindings", "roles"))
 
 
 def say_ready(ctx: Operation) -> None:
