@@ -318,7 +318,8 @@ def test_mode_job_multi_node_with_tracking(tmp_path):
     w.press("Project").press("MLflow tracking URI")  # empty: the model says mlflow needs it
     w.shows(model_message({"experiment": {"tracking": {"enabled": True, "backend": "mlflow"}}}))
     w.press("", "http://mlflow.example.com" + ENTER)
-    w.type("Tags", "baseline, lr").press("Sweep over parameters", "n").press("Cluster profile")
+    w.type("Tags", "baseline, lr").press("Sweep over parameters", "n").press("Evaluate each saved checkpoint", "n")
+    w.press("Cluster profile")
     w.see("Workspace volume access").press("", ENTER)  # ReadWriteMany: both ranks use it at once
     w.press("Namespace")
     w.see("4 GPUs, 16 CPU, 128Gi memory, 32Gi shared memory x 2 nodes")
@@ -339,9 +340,11 @@ def test_model_store_is_offered_where_the_profile_shares_volumes_across_nodes(tm
     w.press("What do you want to run?").type("Python file to run", "train.py").press("Name")
     w.press("How should it run?", DOWN + ENTER).press("Nodes").press("Arguments").press("Requirements file")
     w.press("GPUs per pod").press("CPU cores").press("Memory").press("Track runs", "n").press("Sweep over parameters", "n")
+    w.press("Evaluate each saved checkpoint", "y").press("Prompts file in workspace/")  # the eval watcher, offered to a training job
     w.press("Cluster profile", DOWN + DOWN + ENTER)  # nerc-production: it names an rwx_storage_class
     w.press("Mount the namespace's shared model store", "y").type("Model store claim", "team-models").press("Namespace")
     assert w.finish() == 0
+    assert w.config()["experiment"]["eval_watcher"]["enabled"] is True
     store = w.config()["resources"]["storage"]["models"]
     assert store["enabled"] is True and store["claim"] == "team-models"
     assert w.follows("access_mode", "ReadWriteMany")  # follows the profile

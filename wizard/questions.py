@@ -392,6 +392,13 @@ QUESTIONS: tuple[Question, ...] = (
              and v.choice("experiment.sweep.method", ("grid", "random", "bayes")) != "grid"),
     Question("experiment.parallelism", SWP, "Runs at once", "int",
              applies=lambda v: v.mode == "job" and v.user_app and v.sweeping),
+    # ---- the eval watcher (training jobs): each saved model run on fixed prompts as it appears
+    Question("experiment.eval_watcher.enabled", SWP, "Evaluate each saved checkpoint on fixed prompts (eval watcher)?", "confirm",
+             applies=lambda v: v.mode == "job" and v.user_app,
+             hint="(a pod beside the jobs; it compares the models' answers on one page)"),
+    Question("experiment.eval_watcher.prompts", SWP, "Prompts file in workspace/",
+             applies=lambda v: v.mode == "job" and v.user_app and v.on("experiment.eval_watcher.enabled"),
+             hint="(JSON Lines, one {\"prompt\": ...} a line; deploy uploads it)"),
     # ---- cluster
     Question("deployment.cluster", CLU, "Cluster profile", "select", choices=_cluster_choices),
     # Jobs whose pods share the volume at once (multi-node, a sweep's parallel runs); asked after
