@@ -208,6 +208,7 @@ def test_model_promotes_a_given_folder(loop, capsys):
     (["--model", "./here"], "--model './here': give a model folder as the serving pods see it"),
     (["--model", "/m", "--if-better"], "--model promotes the folder given; --if-better chooses among runs"),
     (["--to", "train"], "--to train is this deployment"),
+    (["--to", 'llm"; $(rm -rf x)'], "is not a valid deployment name"),
 ])
 def test_bad_input_is_one_line_and_changes_nothing(loop, capsys, args, expected):
     rc, out, err = loop.verb(capsys, "promote", loop.train, *args)

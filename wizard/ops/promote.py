@@ -53,6 +53,7 @@ from runtime.promote import (
 )
 from runtime.records import Run
 
+from ..config import check_name
 from ..errors import ConfigError, UserError
 from ..paths import DEFAULT_DEPLOYMENTS
 from .base import Operation, warn
@@ -171,6 +172,10 @@ def promote(ctx: Operation, args) -> int:  # type: ignore[no-untyped-def]
     if not target:
         raise UserError("no serving deployment to promote to",
                         hint="set experiment.promote.to in config.yaml to its application name, or pass --to NAME")
+    try:
+        check_name(target, "deployment name")
+    except ValueError as exc:
+        raise UserError(f"--to: {exc}") from None
     if target == ctx.name:
         raise UserError(f"--to {target} is this deployment; name the serving deployment (a model_server)")
     if args.model is not None:
