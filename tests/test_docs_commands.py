@@ -23,6 +23,7 @@ failing block of every page is listed, not only the first.
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import re
@@ -31,6 +32,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -64,6 +66,7 @@ cd {cwd}
 set -x
 """
 HEADER_LINES = HEADER.count("\n")
+LOCAL_PORT = threading.Lock()  # the pages run three at a time; the local port 8000 is one
 
 
 @dataclass
@@ -112,7 +115,9 @@ def run_page(page: Path, work: Path) -> PageRun:
                                         cwd=shlex.quote(str(cwd))) + block.script() + "\n")
         result.ran.append(block.where)
         started = time.monotonic()
-        with open(output, "w") as out:
+        # port-forward.sh takes the local port 8000 as the docs say: one such block at a time
+        forwards = LOCAL_PORT if "port-forward.sh" in block.script() else contextlib.nullcontext()
+        with forwards, open(output, "w") as out:
             # A session of its own: what the block left running (`... &`) is stopped with it.
             proc = subprocess.Popen(["bash", str(script)], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
                                     stdout=out, stderr=subprocess.STDOUT, start_new_session=True)

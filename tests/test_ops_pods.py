@@ -14,6 +14,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 from fake_oc.harness import Cluster  # noqa: E402
+from wizard.ops.pods import port_free  # noqa: E402
 
 SERVER_SELECTOR = "app.kubernetes.io/instance=llm,app.kubernetes.io/component=server"
 POD = "llm-5d4f8c7b9-x2x9k"
@@ -93,6 +94,12 @@ def test_port_forward_script_runs_in_the_foreground(cluster):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+    # the SIGTERM reached oc too: the local port is free again (no port-forward left on its own)
+    port = int(first.split("127.0.0.1:")[1].split()[0])
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and not port_free(port):
+        time.sleep(0.05)
+    assert port_free(port)
 
 
 def test_no_ready_pod_says_why(cluster, capsys):

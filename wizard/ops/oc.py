@@ -16,8 +16,10 @@ import json
 import re
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 from typing import Any, Sequence
 
@@ -185,9 +187,25 @@ class Oc:
         return proc.returncode
 
     def interactive(self, verb: str, args: Sequence[str] = (), *, namespaced: bool = True) -> int:
-        """Run a command that owns the terminal (a shell in a pod); its exit code is returned."""
+        """Run a command that owns the terminal (a shell in a pod); its exit code is returned.
+
+        A SIGTERM to us (a job killed by pid, a supervisor stopping it) is passed on, so oc does
+        not go on alone (a port-forward holding its port); Ctrl-C reaches both already."""
         cmd = self._start(verb, args, namespaced)
-        return 0 if cmd is None else subprocess.run(cmd).returncode
+        if cmd is None:
+            return 0
+        proc = subprocess.Popen(cmd)
+        main = threading.current_thread() is threading.main_thread()
+        previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate()) if main else None
+        try:
+            return proc.wait()
+        except KeyboardInterrupt:
+            proc.terminate()
+            proc.wait()
+            raise
+        finally:
+            if main:
+                signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
 
     def background(self, verb: str, args: Sequence[str] = (), *, namespaced: bool = True) -> subprocess.Popen | None:
         """Start a long-running command (a port-forward) and return the process; None in a dry run."""
