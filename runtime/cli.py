@@ -17,13 +17,11 @@ from typing import Any
 from pydantic import BaseModel
 
 from runtime.errors import RuntimeFailure, UsageError
+from runtime.pod import API_KEYS_DIR_ENV, CONFIG_PATH_IN_POD, MODEL_ENV
 
 from runtime.settings import (
     API_KEY_ENV,
     API_KEY_FALLBACK_ENV,
-    API_KEYS_DIR_ENV,
-    CONFIG_PATH_IN_POD,
-    MODEL_ENV,
     BatchSettings,
     BenchSettings,
     Flag,
@@ -188,16 +186,22 @@ def _from_flags(model: type[BaseModel], args: argparse.Namespace, base: dict[str
 
 def serve_settings(args: argparse.Namespace, base: RuntimeConfig, environ: Any = None, *,
                    model_env: bool = False) -> ServeSettings:
-    """The engine's settings: config.yaml, then the flags. With ``model_env`` (``serve``),
-    RUNTIME_MODEL, when set and not empty, replaces config.yaml's model (a --model flag still wins):
-    the model a promotion set on the serving Deployment."""
+    """The engine's settings: config.yaml, then the flags. With ``model_env`` (``serve``), the
+    server's variables too, when set and not empty (a flag still wins): RUNTIME_MODEL replaces
+    config.yaml's model (the model a promotion set on the serving Deployment), and
+    RUNTIME_API_KEYS_DIR gives the folder of API keys."""
+    environ = os.environ if environ is None else environ
     values = base.serve.model_dump()
-    promoted = ((os.environ if environ is None else environ).get(MODEL_ENV) or "").strip() if model_env else ""
+    promoted = (environ.get(MODEL_ENV) or "").strip() if model_env else ""
     if promoted:
         values["model"] = promoted
+    if model_env and (keys_dir := (environ.get(API_KEYS_DIR_ENV) or "").strip()):
+        values["api_keys_dir"] = keys_dir  # the variable; --api-keys-dir still wins
     s = _from_flags(ServeSettings, args, values, api_key=api_key_from_env(environ))
     if not s.model:
         raise UsageError("no model: pass --model PATH_OR_ID (or set inference.model in config.yaml)")
+    if s.api_keys_dir is not None and not s.api_keys_dir.strip():
+        raise UsageError("--api-keys-dir '': give the folder of the API keys (or leave the flag out)")
     if s.model.startswith(("/", "./", "../", "~")) and not Path(s.model).expanduser().exists():
         raise UsageError(f"model path {s.model} does not exist")
     return s
@@ -219,11 +223,12 @@ def cmd_serve(args: argparse.Namespace) -> int:
     settings = serve_settings(args, _base_config(args), model_env=True)
     if api_key_source()[0] == API_KEY_FALLBACK_ENV:
         print(f"note: requests must send the API key in {API_KEY_FALLBACK_ENV} ({API_KEY_ENV} is unset)", file=sys.stderr)
-    if settings.api_keys_dir is None and (keys_dir := os.environ.get(API_KEYS_DIR_ENV, "").strip()):
-        settings = settings.with_overrides(api_keys_dir=keys_dir)  # the variable when the flag is not given
     if settings.engine == "vllm":
         from runtime.engine_vllm import exec_server
 
+        if settings.api_keys_dir and not settings.api_key:  # vLLM would start with no key at all: closed, never open
+            raise UsageError(f"vLLM's server takes one API key, from {API_KEY_ENV}, not a folder of keys: set {API_KEY_ENV} "
+                             "(a vLLM deployment gets VLLM_API_KEY from its key Secret)")
         if settings.api_keys_dir or settings.rate_limit.limited:
             print("note: vLLM's server takes one API key (VLLM_API_KEY) and has no rate limits; the API keys folder and "
                   "inference.rate_limit are the transformers engine's", file=sys.stderr)

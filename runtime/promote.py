@@ -38,15 +38,13 @@ from typing import Any
 
 from runtime.errors import RuntimeFailure, UsageError
 from runtime import records
-from runtime.records import Run
-from runtime.settings import MODEL_ENV, PromoteSettings, checked
+from runtime.records import Run, goal_of  # noqa: F401 - goal_of: the promote verb's too
+from runtime.pod import MODEL_ENV, SERVICE_ACCOUNT_DIR, STORE_CLAIM, STORE_MOUNT
+from runtime.settings import PromoteSettings, checked
 
 PROMOTED_ANNOTATION = "mlshift.io/promoted"
-SERVICE_ACCOUNT_DIR = "/var/run/secrets/kubernetes.io/serviceaccount"
 WORKSPACE = "/workspace"  # where the workspace volume is mounted (wizard/paths.py WORKSPACE_MOUNT)
 MODELS_ROOT_ENV = "MLSHIFT_MODELS_ROOT"  # <models root> of the application, in its pods
-STORE_CLAIM = "mlshift-models"  # the model store's claim and mount when config.yaml does not name them
-STORE_MOUNT = "/models"
 PATCH_TYPE = "application/strategic-merge-patch+json"
 API_TIMEOUT = 30  # seconds for one request to the Kubernetes API
 
@@ -56,14 +54,14 @@ class ApiError(RuntimeFailure):
 
 
 # --------------------------------------------------------------------------- goals and numbers
-def goal_of(goal: str | None) -> str:
-    """``min`` or ``max`` from min, max, minimize, maximize (None: min)."""
-    word = (goal or "min").lower()
-    if word in ("min", "minimize"):
-        return "min"
-    if word in ("max", "maximize"):
-        return "max"
-    raise UsageError(f"goal {goal!r}: expected min or max")
+
+
+def metric_and_goal(metric: str | None, goal: str | None, settings: PromoteSettings | None,
+                    sweep_metric: str | None, sweep_goal: str | None) -> tuple[str | None, str]:
+    """The metric to rank by and its goal: the flag's, else experiment.promote's, else
+    experiment.sweep's (the goal: min when none says)."""
+    return (metric or (settings.metric if settings else None) or sweep_metric,
+            goal_of(goal or (settings.goal if settings else None) or sweep_goal))
 
 
 def num(value: float | None) -> str:
@@ -176,6 +174,14 @@ def serving_container(deployment: Mapping[str, Any], name: str) -> dict[str, Any
     raise UsageError(f"deployment {name} has {len(ours)} containers with {MODEL_ENV}; promote changes one")
 
 
+def _readable_record(data: Mapping[str, Any]) -> bool:
+    """An annotation's metric, value and goal are what promote writes (someone may have edited it)."""
+    value, goal = data.get("value"), data.get("goal")
+    return ((value is None or (isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)))
+            and (goal is None or goal in ("min", "max", "minimize", "maximize"))
+            and (data.get("metric") is None or isinstance(data.get("metric"), str)))
+
+
 def read_served(deployment: Mapping[str, Any], name: str) -> Served:
     container = serving_container(deployment, name)
     entry = next(e for e in container.get("env") or [] if e.get("name") == MODEL_ENV)
@@ -190,7 +196,7 @@ def read_served(deployment: Mapping[str, Any], name: str) -> Served:
         data = json.loads(raw)
     except ValueError:
         data = None
-    if not isinstance(data, dict) or not isinstance(data.get("model"), str):
+    if not isinstance(data, dict) or not isinstance(data.get("model"), str) or not _readable_record(data):
         served.why_not = f"{name}'s {PROMOTED_ANNOTATION} annotation is not readable"
         return served
     if data["model"] != model:
@@ -348,11 +354,11 @@ def pod_plan(data: Mapping[str, Any], path: Path, *, metric: str | None, goal: s
     if not settings.to:
         raise UsageError(f"{path}: experiment.promote.to is not set: no serving deployment to promote to")
     sweep = experiment.get("sweep") if isinstance(experiment.get("sweep"), dict) else {}
-    metric = metric or settings.metric or sweep.get("metric")
+    metric, goal = metric_and_goal(metric, goal, settings, sweep.get("metric"), sweep.get("goal"))
     if not metric:
         raise UsageError(f"{path}: no metric to rank the runs by: set experiment.promote.metric (or "
                          "experiment.sweep.metric), or pass --metric NAME")
-    return PodPlan(str(app), settings.to, str(metric), goal_of(goal or settings.goal or sweep.get("goal") or "min"),
+    return PodPlan(str(app), settings.to, str(metric), goal,
                    model_store(data))
 
 

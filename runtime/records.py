@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime.errors import UsageError
+
 
 @dataclass
 class Run:
@@ -177,3 +179,15 @@ def num(value: float | None, missing: str = "") -> str:
     if not math.isfinite(value):
         return str(value)
     return f"{value:.4g}"
+
+
+def goal_of(goal: str | None) -> str:
+    """``min`` or ``max`` from min, max, minimize, maximize (None: min)."""
+    if goal is not None and not isinstance(goal, str):
+        raise UsageError(f"goal {goal!r}: expected min or max")
+    word = (goal or "min").lower()
+    if word in ("min", "minimize"):
+        return "min"
+    if word in ("max", "maximize"):
+        return "max"
+    raise UsageError(f"goal {goal!r}: expected min or max")

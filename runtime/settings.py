@@ -21,6 +21,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, PlainSerializer, ValidationError, field_validator
 
 from runtime.errors import UsageError
+from runtime.pod import API_KEYS_DIR_ENV
 
 Engine = Literal["vllm", "transformers"]
 Dtype = Literal["auto", "float16", "bfloat16", "float32"]
@@ -30,14 +31,6 @@ QUANTIZATIONS = ("awq", "gptq", "fp8", "bitsandbytes", "awq_marlin", "gptq_marli
 # only, never a flag (so it never shows in ps); the OpenAI client's variable when this one is unset.
 API_KEY_ENV = "RUNTIME_API_KEY"
 API_KEY_FALLBACK_ENV = "OPENAI_API_KEY"
-# A folder of keys, one file per key named after it (a mounted Secret): what ``--api-keys-dir``
-# reads when the flag is not given (runtime/keys.py).
-API_KEYS_DIR_ENV = "RUNTIME_API_KEYS_DIR"
-# The model a server loads, replacing inference.model (a flag still wins): what promote sets on a
-# serving Deployment (runtime/promote.py), so that the served model changes without a new config.
-MODEL_ENV = "RUNTIME_MODEL"
-# Where a pod finds its deployment's config.yaml (the ConfigMap's mount; wizard/paths.py says the same).
-CONFIG_PATH_IN_POD = "/etc/mlshift/config.yaml"
 # Seconds: any number, written back as a whole number when it is one (600, not 600.0).
 Seconds = Annotated[float, PlainSerializer(lambda v: int(v) if float(v).is_integer() else v)]
 
@@ -267,7 +260,7 @@ class WatchSettings(BaseModel):
     checkpoints: Annotated[str, Flag(("watch",), "DIR")] = Field(description="Folder the trainer writes checkpoint folders into, or a folder of runs that each hold theirs (a models root).")
     prompts: Annotated[str, Flag(("watch",), "FILE")] = Field(description="JSON Lines file of fixed prompts, with `id` and `prompt` or `messages`.")
     output: Annotated[str | None, Flag(("watch",), "DIR")] = Field(None, description="Where `eval/` goes; default the checkpoints folder.")
-    every: Annotated[Seconds, Flag(("watch",), "S")] = Field(60.0, gt=0.0, description="Seconds between looks at the folder.")
+    every: Annotated[Seconds, Flag(("watch",), "S")] = Field(60.0, gt=0.0, le=86400.0, description="Seconds between looks at the folder.")
     once: Annotated[bool, WATCH] = Field(False, description="Evaluate what is complete now and exit.")
     quiet_seconds: Annotated[Seconds, Flag(("watch",), "S")] = Field(
         30.0, ge=0.0, description="Seconds a checkpoint's files must stay unchanged to count as complete (without the marker)."
@@ -302,6 +295,7 @@ class BenchSettings(BaseModel):
 
 
 NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")  # an application name: a DNS label
+NAME_MAX = 63  # a DNS label's length
 GOALS = {"min": "minimize", "max": "maximize"}
 
 
@@ -325,7 +319,7 @@ class PromoteSettings(BaseModel):
     def _to(cls, v: Any) -> Any:
         if v in (None, ""):
             return None
-        if not isinstance(v, str) or len(v) > 63 or not NAME_PATTERN.match(v):
+        if not isinstance(v, str) or len(v) > NAME_MAX or not NAME_PATTERN.match(v):
             raise ValueError(f"{v!r} is not an application name (lower-case letters, digits and '-', starting with a "
                              "letter, at most 63 characters)")
         return v

@@ -207,8 +207,13 @@ def write_atomic(path: Path, data: bytes) -> None:
         tmp.unlink(missing_ok=True)
 
 
-def read_results(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+def read_results(path: Path) -> list[dict[str, Any]] | None:
+    """A results file's rows; None when it is not one the watcher wrote (not JSON Lines of objects)."""
+    try:
+        rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    except (OSError, UnicodeDecodeError, ValueError):
+        return None
+    return rows if all(isinstance(row, dict) for row in rows) else None
 
 
 def shown_prompt(record: Record) -> str:
@@ -405,6 +410,9 @@ class Watcher:
         found = []
         for path in self.eval_dir.glob("*.jsonl"):
             rows = read_results(path)
+            if rows is None:
+                self._once(path.name, f"note: {path} is not a results file of the watcher (JSON Lines of objects); left out of the comparison")
+                continue
             name = str(rows[0].get("checkpoint") or "") if rows else ""
             if not name or result_name(name) != path.name[: -len(".jsonl")]:
                 name = path.name[: -len(".jsonl")]

@@ -254,6 +254,17 @@ def test_a_server_that_does_not_read_runtime_model_is_refused(loop, capsys):
     assert "patch" not in loop.verbs()
 
 
+@pytest.mark.parametrize("edited", [{"goal": "up"}, {"goal": ["min"]}, {"value": "x"}, {"value": float("nan")}, {"metric": 3}])
+def test_a_hand_edited_annotation_is_not_readable_never_a_traceback(edited):
+    from runtime.promote import read_served
+
+    deployment = {"metadata": {"annotations": {"mlshift.io/promoted": json.dumps(
+        {"model": "/models/m", "run": "r", "metric": "val_loss", "value": 0.5, "goal": "min", **edited})}},
+        "spec": {"template": {"spec": {"containers": [{"name": "app", "env": [{"name": "RUNTIME_MODEL", "value": "/models/m"}]}]}}}}
+    served = read_served(deployment, "llm")
+    assert served.promoted is None and "annotation is not readable" in served.why_not
+
+
 def test_a_missing_serving_deployment_is_one_line(loop, capsys):
     rc, _, err = loop.verb(capsys, "promote", loop.train, "--to", "gone")
     assert rc == 3 and "cannot read the serving deployment gone: deployments.apps 'gone' not found in team-a" in err
@@ -339,15 +350,14 @@ def test_the_launcher_records_the_model_folder_and_compare_reads_it(tmp_path):
 
 def test_the_workspace_claim_the_pod_assumes_is_the_wizards():
     from runtime.promote import folder_claim
-    from runtime.settings import CONFIG_PATH_IN_POD
+    from runtime.pod import CONFIG_PATH_IN_POD
     from wizard.blueprint import Blueprint
     from wizard.loader import validate
-    from wizard.paths import CONFIG_PATH_IN_POD as WIZARD_CONFIG
 
     name = "a" * 63  # the longest application name: its claim is never shortened
     config = validate({"application": {"name": name, "execution": {"mode": "job"}}}, source="test")
     assert folder_claim(f"/workspace/{name}/models/r", name, None) == Blueprint(config, name).workspace_claim
-    assert CONFIG_PATH_IN_POD == WIZARD_CONFIG  # where C's scheduled pod mounts config.yaml is where promote reads it
+    assert f"{Blueprint(config, name).config_mount}/config.yaml" == CONFIG_PATH_IN_POD  # where the pods mount config.yaml is where promote reads it
 
 
 def test_the_config_key_is_declared_once_and_checked():
@@ -382,7 +392,7 @@ class Api:
                        check=True, capture_output=True, timeout=60)
         (self.sa / "token").write_text(TOKEN + "\n")
         (self.sa / "namespace").write_text(namespace)
-        self.deployment, self.requests, self.refuse = deployment, [], None
+        self.deployment, self.requests, self.refuse, self.refuse_patch = deployment, [], None, None
         self.path = f"/apis/apps/v1/namespaces/{namespace}/deployments/{deployment['metadata']['name']}"
         merge = _fake_oc_module().strategic_patch
         api = self
@@ -414,6 +424,8 @@ class Api:
                 if self.path != api.path:
                     return self._status(404, "NotFound", f"the server could not find the requested resource {self.path}")
                 if method == "PATCH":
+                    if api.refuse_patch:
+                        return self._status(*api.refuse_patch)
                     if self.headers.get("Content-Type") != "application/strategic-merge-patch+json":
                         return self._status(415, "UnsupportedMediaType", "the body of the request was in an unknown format")
                     api.deployment = merge(api.deployment, json.loads(body))
@@ -516,6 +528,14 @@ def test_runtime_promote_a_refused_patch_and_a_wrong_token_are_one_line(pod):
     done = run_cli(*args, env=api.env(), timeout=120)
     assert done.returncode == 1 and "refused the pod's ServiceAccount token (401 Unauthorized)" in done.stderr
     assert "Traceback" not in done.stderr
+    # the token is right and the Deployment may be read, but not changed (a Role without patch)
+    (api.sa / "token").write_text(TOKEN)
+    api.requests.clear()
+    api.refuse_patch = (403, "Forbidden", 'deployments.apps "llm" is forbidden: cannot patch')
+    done = run_cli(*args, env=api.env(), timeout=120)
+    assert done.returncode == 1 and [r["method"] for r in api.requests] == ["GET", "PATCH"]
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("error:")]
+    assert "the pod's ServiceAccount may not" in line and "(403 Forbidden)" in line and "Traceback" not in done.stderr
 
 
 def test_runtime_promote_without_the_api_is_one_line(pod):

@@ -250,3 +250,23 @@ def test_a_missing_keys_folder_is_one_line_and_exit_2(tiny_llama: Path, tmp_path
     r = run_cli("serve", "--model", str(tiny_llama), "--api-keys-dir", str(tmp_path / "nowhere"), "--port", str(free_port()))
     assert r.returncode == 2, r.stderr
     assert r.stderr.strip().splitlines()[-1] == f"error: API keys folder {tmp_path / 'nowhere'} does not exist or is not a folder"
+
+
+def test_the_keys_folder_variable_an_empty_flag_and_vllm_without_a_key(tiny_llama: Path, tmp_path: Path) -> None:
+    from runtime.cli import build_parser, serve_settings
+    from runtime.settings import RuntimeConfig
+    from runtime_helpers import run_cli
+
+    folder = tmp_path / "keys"
+    args = build_parser().parse_args(["serve", "--model", "m"])
+    environ = {"RUNTIME_API_KEYS_DIR": str(folder)}
+    assert serve_settings(args, RuntimeConfig(), environ, model_env=True).api_keys_dir == str(folder)
+    flag = build_parser().parse_args(["serve", "--model", "m", "--api-keys-dir", "/elsewhere"])
+    assert serve_settings(flag, RuntimeConfig(), environ, model_env=True).api_keys_dir == "/elsewhere"  # the flag wins
+
+    # An empty folder name would leave the server open: one line, as vLLM given a folder and no key.
+    r = run_cli("serve", "--model", str(tiny_llama), "--api-keys-dir", "", env={"RUNTIME_API_KEYS_DIR": str(folder)})
+    assert r.returncode == 2 and r.stderr.strip().splitlines()[-1].startswith("error: --api-keys-dir ''"), r.stderr
+    env = {"RUNTIME_API_KEYS_DIR": str(folder), "RUNTIME_API_KEY": "", "OPENAI_API_KEY": ""}
+    r = run_cli("serve", "--engine", "vllm", "--model", str(tiny_llama), env=env)
+    assert r.returncode == 2 and "vLLM's server takes one API key" in r.stderr.strip().splitlines()[-1], r.stderr

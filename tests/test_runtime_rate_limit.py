@@ -114,7 +114,7 @@ def test_no_limits_means_no_headers_and_no_refusals() -> None:
 
 
 # --------------------------------------------------------------------------- the settings
-def test_the_limits_are_config_keys_and_flags(tmp_path: Path) -> None:
+def test_the_limits_are_config_keys_and_flags(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from runtime.cli import build_parser, main, serve_settings
     from runtime.settings import load_deployment_config
 
@@ -127,8 +127,10 @@ def test_the_limits_are_config_keys_and_flags(tmp_path: Path) -> None:
     config.write_text("inference:\n  model: m\n  rate_limit:\n")
     assert not load_deployment_config(config).serve.rate_limit.limited
     assert main(["serve", "--model", "m", "--rate-limit-requests-per-minute", "0"]) == 2
+    assert "greater than or equal to 1" in capsys.readouterr().err  # refused for the limit, not for the model
     config.write_text("inference:\n  model: m\n  rate_limit:\n    requests_per_minute: -1\n")
     assert main(["serve", "--config", str(config)]) == 2
+    assert "greater than or equal to 1" in capsys.readouterr().err
 
 
 def test_a_bad_limit_is_one_line_naming_the_flag_or_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -161,6 +161,24 @@ def test_watch_evaluates_complete_checkpoints_once(tmp_path: Path, models: dict[
     assert [json.loads(x)["text"] for x in (out / "checkpoint-200.jsonl").read_text().splitlines()] == [r["text"] for r in b]
 
 
+def test_a_jsonl_file_of_someone_else_in_the_eval_folder_is_left_out(tmp_path: Path, models: dict[str, Path]) -> None:
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    shutil.copytree(models["a"], ckpts / "checkpoint-100")
+    write_prompts(tmp_path / "prompts.jsonl")
+    out = tmp_path / "out" / "eval"
+    out.mkdir(parents=True)
+    (out / "notes.jsonl").write_text("notjson\n")  # e.g. a trainer's own eval/ folder
+    (out / "list.jsonl").write_text("[1, 2]\n")
+    said: list[str] = []
+    w = watcher(tmp_path, Loads(), said)
+    assert w.run_pass() == ["checkpoint-100"]
+    page = (out / "index.html").read_text()
+    assert "checkpoint-100" in page and "notes" not in page
+    assert sum("notes.jsonl is not a results file" in line for line in said) == 1
+    assert sum("list.jsonl is not a results file" in line for line in said) == 1
+
+
 def test_interrupt_leaves_no_partial_result(tmp_path: Path, models: dict[str, Path]) -> None:
     (tmp_path / "ckpts").mkdir()
     shutil.copytree(models["a"], tmp_path / "ckpts" / "checkpoint-1")
@@ -217,6 +235,8 @@ def test_bad_input_is_one_line(tmp_path: Path) -> None:
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "already used" in r.stderr, r.stderr
     r = run_cli("watch", "--checkpoints", str(tmp_path / "nowhere"), "--prompts", str(tmp_path / "prompts.jsonl"), "--once")
     assert r.returncode == 2 and r.stderr.count("\n") == 1 and "no such folder" in r.stderr, r.stderr
+    r = run_cli("watch", "--checkpoints", str(tmp_path / "ckpts"), "--prompts", str(tmp_path / "prompts.jsonl"), "--every", "inf")
+    assert r.returncode == 2 and r.stderr.count("\n") == 1 and "--every" in r.stderr, r.stderr
 
 
 def test_cli_once_with_wandb_offline(tmp_path: Path, models: dict[str, Path]) -> None:

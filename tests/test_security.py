@@ -325,6 +325,7 @@ def test_api_key_sh_prints_lists_adds_and_rotates_keys_never_in_an_argument(clus
     (["--new", "api-key"], "already has a key 'api-key'"),
     (["--new", ".hidden"], "'.hidden' is not a key name"),
     (["--new", "a/b"], "'a/b' is not a key name"),
+    (["--rotate", ""], "'' is not a key name"),  # an unset variable in a script: not "no flag"
     (["--rotate", "nobody"], "has no key 'nobody' to rotate"),
     (["--name", "nobody"], "has no key 'nobody'"),
     (["--new", "x", "--list"], "not allowed with argument"),

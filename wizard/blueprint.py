@@ -20,11 +20,11 @@ from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
-from runtime.settings import MODEL_ENV
+from runtime.pod import API_KEYS_DIR_ENV, CONFIG_MOUNT, CONFIG_PATH_IN_POD, MODEL_ENV, SERVICE_ACCOUNT_DIR
 
 from .clusters import ClusterProfile, profile
 from .config import Config
-from .paths import API_KEY_DATA_KEY, API_KEYS_DIR_ENV, API_KEYS_MOUNT, CONFIG_MOUNT, CONFIG_PATH_IN_POD, PACKAGE, WORKSPACE_MOUNT
+from .paths import API_KEY_DATA_KEY, API_KEYS_MOUNT, PACKAGE, WORKSPACE_MOUNT
 
 TOOL = "mlshift"
 LABEL_PREFIX = "mlshift.io"
@@ -74,7 +74,7 @@ ARGUMENTS_ANNOTATION = f"{LABEL_PREFIX}/arguments"  # a Job's arguments as JSON,
 CRONJOB_NAME_MAX = 52  # Kubernetes' limit for a CronJob's name: its Jobs add "-" and 8 to 11 digits
 SCHEDULE_DEADLINE_SECONDS = 3600  # a run that cannot start within this long of its time is skipped
 SCHEDULE_HISTORY = 7  # finished Jobs (and their logs) a CronJob keeps, of each outcome
-SERVICE_ACCOUNT_TOKEN_MOUNT = "/var/run/secrets/kubernetes.io/serviceaccount"  # where clients look for it
+SERVICE_ACCOUNT_TOKEN_MOUNT = SERVICE_ACCOUNT_DIR  # where clients look for it
 PROMOTE_TOKEN_SECONDS = 3600  # the promote step's token's life; the kubelet renews it while the pod runs
 PROMOTE_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"memory": "1Gi"}}
 # What the promote step's container is given of the pod's environment: no Secrets, no run's tracking.
@@ -540,8 +540,7 @@ class Blueprint:
         """The server takes its model from RUNTIME_MODEL, which the pods have (config.yaml's model)
         and promote changes on the Deployment: the included server, on either engine (vLLM's own
         image: its command's model argument is ``$(RUNTIME_MODEL)``)."""
-        app = self.config.application
-        return app.type == "model_server" and self.serves and app.enabled and self.mode != "manual"
+        return self.runs_server and self.config.application.type == "model_server"
 
     def started(self, words: list[str]) -> list[str]:
         """The container's command that runs ``words`` (escaped for Kubernetes): behind the
@@ -615,6 +614,13 @@ class Blueprint:
     @property
     def eval_watcher(self) -> bool:
         return self.config.experiment.eval_watcher.enabled
+
+    @property
+    def image_runs_torch(self) -> bool:
+        """The image runs the transformers engine (the included server or batch runner on it, or the
+        eval watcher): the build installs torch when the base has none (a CPU base)."""
+        c = self.config
+        return (c.uses_runtime and c.inference.engine == "transformers") or self.eval_watcher
 
     @property
     def eval_name(self) -> str:

@@ -32,14 +32,16 @@ from pydantic import (
     model_validator,
 )
 
-from runtime.settings import BatchSettings, Engine, EngineSettings, PromoteSettings, choice, squash
+from runtime.pod import CONFIG_MOUNT, STORE_CLAIM, STORE_MOUNT
+from runtime.settings import NAME_MAX, NAME_PATTERN, BatchSettings, Engine, EngineSettings, PromoteSettings, choice, squash
 
 from . import quantity
-from .paths import CONFIG_MOUNT, WORKSPACE_MOUNT
+from .paths import WORKSPACE_MOUNT
 
 SCHEMA_VERSION = 1
-NAME_MAX = 63  # a DNS label; objects whose name adds a suffix are shortened to fit (blueprint.object_name)
-NAME_RE = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+# NAME_MAX, NAME_RE: a DNS label (runtime.settings, which reads promote's target too); objects whose
+# name adds a suffix are shortened to fit (blueprint.object_name)
+NAME_RE = NAME_PATTERN
 SECRET_NAME_RE = re.compile(r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$")
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_GPUS_PER_NODE = 16
@@ -305,7 +307,7 @@ class ModelStore(Strict):
 
     enabled: bool = Field(False, description="Mount the namespace's model store in every pod of this deployment; its runs save their models "
                                              "there (MLSHIFT_MODEL_DIR) and any deployment naming the same claim can serve them.")
-    claim: str = Field("mlshift-models", description="The store's PersistentVolumeClaim, one per namespace: every deployment naming it shares it. "
+    claim: str = Field(STORE_CLAIM, description="The store's PersistentVolumeClaim, one per namespace: every deployment naming it shares it. "
                                                      "deploy creates it when it is missing; delete never removes it.")
     size: Memory = Field("200Gi", description="Size of the store when deploy creates it; a store that exists is used as it is.")
     storage_class: str | None = Field(None, description="StorageClass of the store; empty means the cluster profile's rwx_storage_class "
@@ -314,7 +316,7 @@ class ModelStore(Strict):
         "ReadWriteOnce", description="ReadWriteMany lets pods on several nodes (of every deployment using it) share the store; "
                                      "ReadWriteOnce keeps them all on one node. Default ReadWriteMany where the cluster profile has an rwx_storage_class."
     )
-    mount: str = Field("/models", description="Where the pods mount the store; this application's models are in `<mount>/<application name>` "
+    mount: str = Field(STORE_MOUNT, description="Where the pods mount the store; this application's models are in `<mount>/<application name>` "
                                               "(MLSHIFT_MODELS_ROOT).")
     hf_cache: bool = Field(True, description="Keep the Hugging Face cache on the store (HF_HOME=`<mount>/.cache/huggingface`), "
                                              "so that a model is downloaded once per namespace.")
@@ -332,7 +334,7 @@ class ModelStore(Strict):
     def _mount(cls, v: str) -> str:
         if not v.startswith("/") or any(c.isspace() or c == "\x00" for c in v) or ".." in v.split("/"):
             raise ValueError(f"{v!r} is not an absolute path in the container such as /models")
-        v = posixpath.normpath(v)
+        v = "/" + posixpath.normpath(v).lstrip("/")  # normpath keeps a leading "//" (POSIX lets it mean something else)
         if v in SYSTEM_DIRS:
             raise ValueError(f"{v!r} is a system folder of the image; mount the store in a folder of its own such as /models")
         for taken in POD_MOUNTS:

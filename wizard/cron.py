@@ -232,6 +232,11 @@ def check_zone(name: str) -> str:
     import zoneinfo
 
     try:
+        zoneinfo.ZoneInfo(name)
+        return name
+    except Exception:  # noqa: BLE001 - not a zone here (or no database): the list below says which
+        pass
+    try:
         known = zoneinfo.available_timezones()
     except Exception:  # noqa: BLE001 - no database here: the API server checks the name
         known = set()

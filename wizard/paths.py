@@ -12,6 +12,8 @@ kept between runs in the user's cache folder (:data:`CACHE`; ``$MLSHIFT_CACHE_DI
 import os
 from pathlib import Path
 
+from runtime.pod import CONFIG_MOUNT
+
 PACKAGE = Path(__file__).resolve().parent
 SOURCE_ROOT = PACKAGE.parent
 TEMPLATES = PACKAGE / "templates" if (PACKAGE / "templates").is_dir() else SOURCE_ROOT / "templates"
@@ -19,12 +21,9 @@ DEFAULT_DEPLOYMENTS = Path("deployments")
 USER_CLUSTERS = Path(os.environ.get("MLSHIFT_CLUSTERS") or "clusters.yaml")
 CACHE = Path(os.environ.get("MLSHIFT_CACHE_DIR")
              or Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "mlshift")
-CONFIG_MOUNT = "/etc/mlshift"
-CONFIG_PATH_IN_POD = f"{CONFIG_MOUNT}/config.yaml"
 # The API keys of a served application: its key Secret mounted as a folder, one file per key, named
 # like the Secret's data key (inference.api_key_secret); the included server reads the folder that
 # RUNTIME_API_KEYS_DIR names, and reads it again when the Secret changes.
 API_KEYS_MOUNT = f"{CONFIG_MOUNT}/api-keys"
-API_KEYS_DIR_ENV = "RUNTIME_API_KEYS_DIR"
 API_KEY_DATA_KEY = "api-key"  # the data key the scripts send and vLLM checks (VLLM_API_KEY)
 WORKSPACE_MOUNT = "/workspace"

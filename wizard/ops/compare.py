@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from runtime.records import Run, num, read_record
+from runtime.records import Run, goal_of, num, read_record
 from runtime.records import flat_params as _flat, is_number as _number, iso_time as _iso, sorted_history as _sorted_history
 
 from ..blueprint import LABEL_PREFIX
@@ -534,7 +534,6 @@ def _newest(ids: Iterable[str | None]) -> str | None:
 
 
 # --------------------------------------------------------------------------- choosing and ranking
-GOAL_WORDS = {"min": "min", "max": "max", "minimize": "min", "maximize": "max"}
 LOWER_IS_BETTER = re.compile(r"loss|err|perplex|ppl|mse|mae|rmse|wer|cer|nll|latency|time|regret|distance", re.I)
 
 
@@ -906,7 +905,7 @@ def _metrics_wanted(ctx: Operation, args) -> tuple[str | None, bool, list[str] |
 def compare(ctx: Operation, args) -> int:  # type: ignore[no-untyped-def]
     metric, metric_given, shown = _metrics_wanted(ctx, args)
     sweep_cfg = ctx.config.experiment.sweep
-    goal = GOAL_WORDS[args.goal] if args.goal else GOAL_WORDS[sweep_cfg.goal if sweep_cfg else "minimize"]
+    goal = goal_of(args.goal or (sweep_cfg.goal if sweep_cfg else None))
     from_dir: Path | None = args.from_dir
     if from_dir is not None:
         if not from_dir.is_dir():

@@ -583,19 +583,10 @@ def delete(ctx: Operation, args) -> int:
 
 # --------------------------------------------------------------------------- status
 def _age(ts: str | None) -> str:
-    if not ts:
-        return ""
     import datetime as dt
 
-    try:
-        then = dt.datetime.fromisoformat(ts.replace("Z", "+00:00"))
-    except ValueError:
-        return ""
-    secs = int((dt.datetime.now(dt.timezone.utc) - then).total_seconds())
-    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
-        if secs >= size:
-            return f"{secs // size}{unit}"
-    return f"{max(secs, 0)}s"
+    then = schedule.when(ts)
+    return "" if then is None else schedule.span(max(0.0, (dt.datetime.now(dt.timezone.utc) - then).total_seconds()))
 
 
 def status(ctx: Operation, args) -> int:

@@ -118,6 +118,8 @@ def api_key(ctx: Operation, args) -> int:
                "it has no Route and inference.api_key_secret is empty")
         raise UserError(f"{ctx.name} asks for no API key: {why}",
                         hint="set inference.api_key_secret (or leave inference.route.public false) and deploy")
+    if args.new is not None or args.rotate is not None:  # a wrong name (an empty one too) before anything is asked
+        check_key_name(args.new if args.new is not None else args.rotate)
     ctx.check_session()
     names = key_names(ctx, secret)
     if names is None:
@@ -127,9 +129,9 @@ def api_key(ctx: Operation, args) -> int:
         for name in names:
             print(name)
         return 0
-    if args.new or args.rotate:
+    if args.new is not None or args.rotate is not None:
         return _new_or_rotate(ctx, secret, names, args)
-    name = args.name or API_KEY_DATA_KEY
+    name = API_KEY_DATA_KEY if args.name is None else args.name
     if not ctx.dry_run and name not in names:
         raise UserError(f"the Secret {secret} has no key {name!r}",
                         hint=f"its keys: {', '.join(names) or 'none'}; add one with api-key.sh --new NAME")
@@ -140,9 +142,9 @@ def api_key(ctx: Operation, args) -> int:
 
 
 def _new_or_rotate(ctx: Operation, secret: str, names: list[str], args) -> int:
-    name = check_key_name(args.new or args.rotate)
+    name = check_key_name(args.new if args.new is not None else args.rotate)
     vllm = ctx.config.runs_vllm
-    if args.new:
+    if args.new is not None:
         if not ctx.dry_run and name in names:
             raise UserError(f"the Secret {secret} already has a key {name!r}",
                             hint=f"choose another name, or give it a new value with --rotate {name}")

@@ -39,7 +39,7 @@ from runtime.promote import (
     Store,
     check_mount,
     folder_claim,
-    goal_of,
+    metric_and_goal as configured_metric_goal,
     is_better,
     model_folder,
     num,
@@ -155,20 +155,20 @@ def read_runs(ctx: Operation, args, metric: str) -> tuple[list[Run], str, str]: 
 
 def metric_and_goal(ctx: Operation, args) -> tuple[str, str]:  # type: ignore[no-untyped-def]
     cfg = ctx.config
-    settings, sweep = cfg.experiment.promote, cfg.experiment.sweep
-    metric = args.metric or (settings.metric if settings else None) or (sweep.metric if sweep else None)
+    sweep = cfg.experiment.sweep
+    metric, goal = configured_metric_goal(args.metric, args.goal, cfg.experiment.promote, sweep.metric if sweep else None,
+                                   sweep.goal if sweep else None)
     if not metric:
         raise UserError("no metric to rank the runs by", hint="set experiment.promote.metric or experiment.sweep.metric "
                                                               "in config.yaml, or pass --metric NAME")
-    goal = args.goal or (settings.goal if settings and settings.goal else None) or (sweep.goal if sweep else "minimize")
-    return metric, goal_of(goal)
+    return metric, goal
 
 
 # --------------------------------------------------------------------------- the verb
 def promote(ctx: Operation, args) -> int:  # type: ignore[no-untyped-def]
     cfg = ctx.config
     settings = cfg.experiment.promote
-    target = args.to or (settings.to if settings else None)
+    target = args.to if args.to is not None else (settings.to if settings else None)
     if not target:
         raise UserError("no serving deployment to promote to",
                         hint="set experiment.promote.to in config.yaml to its application name, or pass --to NAME")

@@ -51,7 +51,8 @@ def say_ready(ctx: Operation) -> None:
 
 
 # --------------------------------------------------------------------------- status
-def _when(stamp: str | None) -> dt.datetime | None:
+def when(stamp: str | None) -> dt.datetime | None:
+    """A Kubernetes timestamp (2025-11-30T03:00:00Z) as an aware datetime; None when there is none."""
     if not stamp:
         return None
     try:
@@ -88,7 +89,7 @@ def status_lines(cronjob: dict[str, Any], now: dt.datetime | None = None) -> lis
     label = None if not tz_name or tz_name in ("UTC", "Etc/UTC") else tz_name
     words = parsed.words(label) if parsed else f"'{text}'" + (f" ({tz_name})" if tz_name else "")
     lines = [f"Schedule {name}: {words}" + (" (suspended: spec.suspend is true)" if spec.get("suspend") else "")]
-    last, ok = _when(st.get("lastScheduleTime")), _when(st.get("lastSuccessfulTime"))
+    last, ok = when(st.get("lastScheduleTime")), when(st.get("lastSuccessfulTime"))
     active = [a.get("name", "?") for a in st.get("active") or []]
     if last:
         line = f"  last run  {shown(last, zone)} ({span((now - last).total_seconds())} ago)"
