@@ -103,6 +103,17 @@ def _failed_line(trace: Path, block: gen.Block) -> tuple[int, str]:
     return block.line + numbers[-1], text.strip()
 
 
+def _wait_for_group(pgid: int, limit: float = 10.0) -> None:
+    """Until no process of the group is left (SIGKILL for what outlives ``limit`` seconds)."""
+    end = time.monotonic() + limit
+    while True:
+        try:
+            os.killpg(pgid, signal.SIGKILL if time.monotonic() > end else 0)
+        except ProcessLookupError:
+            return
+        time.sleep(0.05)
+
+
 def run_page(page: Path, work: Path) -> PageRun:
     root = gen.checkout(work / "checkout")
     env = gen.tool_env(root, work, _secrets(page))
@@ -115,8 +126,10 @@ def run_page(page: Path, work: Path) -> PageRun:
                                         cwd=shlex.quote(str(cwd))) + block.script() + "\n")
         result.ran.append(block.where)
         started = time.monotonic()
-        # port-forward.sh takes the local port 8000 as the docs say: one such block at a time
-        forwards = LOCAL_PORT if "port-forward.sh" in block.script() else contextlib.nullcontext()
+        # port-forward.sh takes the local port 8000 as the docs say, and the scripts that open a
+        # forward of their own take it when it is free: one such block at a time
+        forwards = (LOCAL_PORT if any(s in block.script() for s in ("port-forward.sh", "test-inference.sh", "benchmark-inference.sh"))
+                    else contextlib.nullcontext())
         with forwards, open(output, "w") as out:
             # A session of its own: what the block left running (`... &`) is stopped with it.
             proc = subprocess.Popen(["bash", str(script)], cwd=cwd, env=env, stdin=subprocess.DEVNULL,
@@ -130,6 +143,7 @@ def run_page(page: Path, work: Path) -> PageRun:
             except ProcessLookupError:
                 pass
             proc.wait()
+            _wait_for_group(proc.pid)  # what it left running has let go of its ports before the next block
         result.seconds[block.where] = round(time.monotonic() - started, 1)
         if cwd_file.exists() and Path(cwd_file.read_text().strip()).is_dir():
             cwd = Path(cwd_file.read_text().strip())
