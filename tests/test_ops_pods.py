@@ -64,20 +64,66 @@ def test_test_inference_chat_with_the_api_key_from_the_secret(cluster, capsys):
             assert b"sk-test" not in path.read_bytes()
 
 
-def test_port_forward_picks_a_free_port_when_the_default_is_taken(cluster, capsys):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _on_port(dep: Path, port: int) -> None:
+    cfg = dep / "config.yaml"
+    cfg.write_text(cfg.read_text().replace("port: 8000", f"port: {port}"))
+
+
+def _start_port_forward(cluster, dep: Path) -> subprocess.Popen:
+    return subprocess.Popen([str(dep / "scripts" / "port-forward.sh")], cwd=cluster.elsewhere, env={**os.environ, **cluster.env},
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _stop(proc: subprocess.Popen) -> str:
+    proc.terminate()
+    return proc.communicate(timeout=10)[1]
+
+
+def test_port_forward_picks_a_free_port_when_the_default_is_taken(cluster):
     dep = _deployed_server(cluster)
     with socket.socket() as busy:
         busy.bind(("127.0.0.1", 0))
         busy.listen()
         taken = busy.getsockname()[1]
-        cfg = dep / "config.yaml"
-        cfg.write_text(cfg.read_text().replace("port: 8000", f"port: {taken}"))
+        _on_port(dep, taken)
+        proc = _start_port_forward(cluster, dep)
+        try:
+            first = proc.stdout.readline()
+        finally:
+            err = _stop(proc)
+    local = int(first.split("127.0.0.1:")[1].split()[0])
+    assert local != taken and f"-> {POD}:{taken}" in first
+    assert f"local port {taken} is taken; using {local}" in err
+
+
+def test_test_inference_leaves_the_served_port_to_port_forward(cluster, capsys):
+    """`port-forward.sh &` then test-inference.sh at once, as the README has it: the forward
+    test-inference opens for itself takes any free port, never the one port-forward.sh is about to take."""
+    dep = _deployed_server(cluster)
+    port = _free_port()
+    _on_port(dep, port)
+    proc = _start_port_forward(cluster, dep)
+    try:
         rc, out, err = cluster.verb(capsys, "test-inference", dep)
         assert rc == 0, err
-        assert f"local port {taken} is taken" in err
-        fwd = [a for a in cluster.argvs() if a[0] == "port-forward"][0]
-        local, remote = fwd[3].split(":")
-        assert remote == str(taken) and local != str(taken)
+        first = proc.stdout.readline()
+        assert first.startswith(f"Forwarding http://127.0.0.1:{port} -> {POD}:{port}")
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and port_free(port):
+            time.sleep(0.05)
+        assert not port_free(port)  # port-forward.sh's oc holds it
+        assert proc.poll() is None
+    finally:
+        err = _stop(proc)
+    assert "is taken" not in err and "Unable to listen" not in err
+    locals_ = [a[3].split(":")[0] for a in cluster.argvs() if a[0] == "port-forward"]
+    assert len(locals_) == 2 and locals_.count(str(port)) == 1  # test-inference's own is another
 
 
 def test_port_forward_script_runs_in_the_foreground(cluster):

@@ -194,14 +194,27 @@ class Oc:
         cmd = self._start(verb, args, namespaced)
         if cmd is None:
             return 0
-        proc = subprocess.Popen(cmd)
+        proc: subprocess.Popen | None = None
+        stopping = False
+
+        def stop(*_: Any) -> None:
+            nonlocal stopping
+            stopping = True
+            if proc is not None:
+                proc.terminate()
+
         main = threading.current_thread() is threading.main_thread()
-        previous = signal.signal(signal.SIGTERM, lambda *_: proc.terminate()) if main else None
+        # the handler is in place before oc starts: a SIGTERM in between would leave oc on its own
+        previous = signal.signal(signal.SIGTERM, stop) if main else None
         try:
+            proc = subprocess.Popen(cmd)
+            if stopping:  # the signal came while oc was being started
+                proc.terminate()
             return proc.wait()
         except KeyboardInterrupt:
-            proc.terminate()
-            proc.wait()
+            if proc is not None:
+                proc.terminate()
+                proc.wait()
             raise
         finally:
             if main:

@@ -38,23 +38,30 @@ def port_free(port: int) -> bool:
     return True
 
 
+def any_free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 def pick_port(preferred: int) -> int:
     """The preferred local port if it is free, else any free one."""
     if port_free(preferred):
         return preferred
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = any_free_port()
     warn(f"note: local port {preferred} is taken; using {port}")
     return port
 
 
 class Forward:
-    """``oc port-forward`` in the background for as long as the with-block runs."""
+    """``oc port-forward`` in the background for as long as the with-block runs.
+
+    Its local port is any free one, not the remote port: the port a person forwards with
+    ``port-forward.sh`` (8000) stays theirs, even while that forward is still starting."""
 
     def __init__(self, ctx: Operation, pod: str, remote: int, local: int | None = None, wait: float = 30.0):
         self.ctx, self.pod, self.remote = ctx, pod, remote
-        self.local = local if local is not None else (remote if ctx.dry_run else pick_port(remote))
+        self.local = local if local is not None else (remote if ctx.dry_run else any_free_port())
         self.wait = wait
         self.proc: subprocess.Popen | None = None
 
