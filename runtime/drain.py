@@ -36,7 +36,6 @@ wait for. SIGINT (Ctrl-C in a terminal) keeps uvicorn's behaviour.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import signal
 import time
@@ -47,18 +46,15 @@ from typing import Any
 import uvicorn
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from runtime.serving import error_body
+from runtime.errors import ShuttingDown, send_error
 
 log = logging.getLogger("runtime.server")
 
 # Seconds the cut requests get to send their error and close, and then uvicorn's wait for any
 # connection left. The wizard's margin in the grace period (STOP_MARGIN_SECONDS) covers both.
 CUT_GRACE = 5.0
-RETRY_AFTER = "1"  # seconds: another replica can take the request at once
-_REFUSAL = json.dumps(error_body(
-    "The server is shutting down and takes no new requests; retry (another replica will answer).",
-    "service_unavailable", code="server_shutting_down",
-)).encode()
+# A new request while the server drains: ShuttingDown (Retry-After 1: another replica can take it at once).
+REFUSAL = "The server is shutting down and takes no new requests; retry (another replica will answer)."
 
 
 class Drainer:
@@ -131,7 +127,7 @@ class DrainGuard:
             return
         if drainer.draining:
             drainer.refused += 1
-            await _refuse(send)
+            await send_error(send, ShuttingDown(REFUSAL), close=True)
             return
 
         async def closing_send(message: Message) -> None:
@@ -146,14 +142,6 @@ class DrainGuard:
             await self.app(scope, receive, closing_send)
         finally:
             drainer.leave()
-
-
-async def _refuse(send: Send) -> None:
-    await send({"type": "http.response.start", "status": 503, "headers": [
-        (b"content-type", b"application/json"), (b"content-length", str(len(_REFUSAL)).encode()),
-        (b"retry-after", RETRY_AFTER.encode()), (b"connection", b"close"),
-    ]})
-    await send({"type": "http.response.body", "body": _REFUSAL})
 
 
 class DrainingServer(uvicorn.Server):

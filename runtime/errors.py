@@ -3,6 +3,12 @@ into OpenAI-shaped error bodies by the server."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from runtime import protocol as p
+
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """An out-of-memory error from the device (torch raises ``torch.OutOfMemoryError``, a
@@ -105,3 +111,22 @@ class NotReady(RequestError):
             code="model_loading",
             headers={"Retry-After": "5"},
         )
+
+
+def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
+    """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    return p.ErrorResponse(error=p.ErrorDetail(message=message, type=type, param=param, code=code)).model_dump()
+
+
+async def send_error(send: Callable[[dict[str, Any]], Awaitable[None]], error: RequestError, *, close: bool = False) -> None:
+    """Answer with ``error`` as a raw ASGI response, for the middleware that answers before the
+    application does (the body limit, the drain): its status, its JSON body in OpenAI's shape, its
+    headers (``Retry-After``...) and, with ``close``, ``Connection: close`` (the connection ends
+    after this answer)."""
+    body = json.dumps(error_body(error.message, error.type, error.param, error.code)).encode()
+    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
+               *((name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in error.headers.items())]
+    if close:
+        headers.append((b"connection", b"close"))
+    await send({"type": "http.response.start", "status": error.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})

@@ -16,6 +16,12 @@ and ``scripts/promote.sh`` from a checkout (``wizard/ops/promote.py``, through `
   container's ``RUNTIME_MODEL`` (containers and their env are merged by name). A changed pod
   template makes Kubernetes roll the Deployment out. It is refused when the serving Deployment
   does not mount the volume the model folder is on (the model store).
+- :func:`decide`: the whole decision, the one flow both callers follow: the best run (or a model
+  chosen by hand), what is served, whether it is better, and the action (``promote``, ``keep``
+  under --if-better, ``same`` when it is served already) with the record, the patch, the undo
+  command and the lines to say (:class:`Decision`). Each caller does only its own reading and
+  writing around it: the pod reads the records on the volume and talks to the API (:class:`KubeApi`),
+  ``promote.sh`` reads the runs as compare does, talks through ``oc`` and updates its checkout.
 
 Standard library only (and the runtime's settings): the pod needs no Kubernetes client.
 """
@@ -38,7 +44,7 @@ from typing import Any
 
 from runtime.errors import RuntimeFailure, UsageError
 from runtime import records
-from runtime.records import Run, goal_of  # noqa: F401 - goal_of: the promote verb's too
+from runtime.records import Run, goal_of, ranked
 from runtime.pod import MODEL_ENV, SERVICE_ACCOUNT_DIR, STORE_CLAIM, STORE_MOUNT
 from runtime.settings import PromoteSettings, checked
 
@@ -96,13 +102,9 @@ def model_folder(run: Run, models_root: str | None) -> str | None:
     return None
 
 
-def _newness(run: Run) -> float:
-    return run.finished or run.started or 0.0
-
-
 def rank(runs: Iterable[Run], metric: str, goal: str) -> list[Run]:
-    """The finished runs that have ``metric``, best first by the best value each reached (ties:
-    the newest first). One-line refusals: no run has the metric, none of those that have it finished."""
+    """The finished runs that have ``metric``, best first as compare ranks them
+    (:func:`runtime.records.ranked`: by the best value each reached; ties: the newest first). One-line refusals: no run has the metric, none of those that have it finished."""
     goal = goal_of(goal)
     runs = list(runs)
     have = [r for r in runs if r.best(metric, goal) is not None]
@@ -115,14 +117,7 @@ def rank(runs: Iterable[Run], metric: str, goal: str) -> list[Run]:
         said = ", ".join(f"{n} {s}" for s, n in sorted(states.items()))
         raise UsageError(f"no finished run has the metric {metric!r} ({len(have)} run{'s' if len(have) != 1 else ''} "
                          f"{'have' if len(have) != 1 else 'has'} it: {said}); promote takes finished runs only")
-    ranked = sorted(finished, key=lambda r: r.id, reverse=True)  # then stable by value, newest first
-
-    def key(r: Run) -> tuple[float, float]:
-        value = r.best(metric, goal)[0]  # type: ignore[index]
-        return (value if goal == "min" else -value, -_newness(r))
-
-    ranked.sort(key=key)
-    return ranked
+    return ranked(finished, metric, goal)
 
 
 def pick(runs: Iterable[Run], metric: str, goal: str, models_root: str | None = None, *,
@@ -285,6 +280,99 @@ def undo_hint(script: str, target: str, previous: str | None) -> str | None:
     import shlex
 
     return f"{script} --to {target} --model {shlex.quote(previous)}"
+
+
+# --------------------------------------------------------------------------- the decision
+PROMOTE, KEEP, SAME = "promote", "keep", "same"
+
+
+@dataclass
+class Decision:
+    """What a promotion does to the serving Deployment, decided before anything changes: the
+    caller reads (the runs, the Deployment) before, and patches, says and writes after.
+
+    ``action``: ``promote`` (patch with ``patch``), ``keep`` (under --if-better the candidate is not
+    better: nothing changes) or ``same`` (it serves that model already: nothing changes)."""
+
+    target: str
+    model: str  # the model to serve: the best run's folder, or the one chosen by hand
+    candidate: Candidate | None  # the best run; None for a model chosen by hand
+    served: Served
+    better: bool
+    why: str  # one line: why it is better or not
+    action: str
+    record: dict[str, Any] | None = None  # the annotation's content (promote only)
+    patch: dict[str, Any] | None = None  # the strategic-merge patch of the Deployment (promote only)
+    undo: str | None = None  # the command that puts the previous model back (promote only)
+    lines: list[str] = field(default_factory=list)  # what to say before the change, or instead of it
+    promoted: str = ""  # what to say once the patch is made
+    undo_line: str | None = None  # what to say last
+
+    @property
+    def notes(self) -> list[str]:
+        """Better runs left out, and why (said before the lines)."""
+        return self.candidate.notes if self.candidate else []
+
+
+def best_line(best: Candidate, title: str) -> str:
+    """The line that names the best run of ``title`` (e.g. ``sweep <id>``) and its model."""
+    params = ", ".join(f"{k}={v}" for k, v in best.run.params.items())
+    return (f"Best of {title} by {best.metric} ({'lowest' if best.goal == 'min' else 'highest'} is best): {best.run.id}"
+            + (f" ({params})" if params else "") + f", {best.metric} {num(best.value)} at step {best.step}; "
+            f"its model: {best.model}")
+
+
+def decide(deployment: Mapping[str, Any], target: str, runs: Iterable[Run] = (), *, metric: str | None = None,
+           goal: str | None = None, models_root: str | None = None, available: Callable[[str], bool] | None = None,
+           model: str | None = None, if_better: bool = False, app: str, store: Store | None = None,
+           workspace_claim: str | None = None, title: str = "the runs", where: str,
+           script: str = "scripts/promote.sh", checkout: str | None = None, now: float | None = None) -> Decision:
+    """The promotion to the serving Deployment ``target`` (``deployment``: it as the API returns it):
+
+    - the best run of ``runs`` by ``metric`` and ``goal`` (:func:`pick`, with ``models_root`` and
+      ``available``), compared with what is served (:func:`read_served`, :func:`is_better`);
+      or ``model``, a folder or hub id chosen by hand (no metric, no comparison);
+    - ``keep`` when ``if_better`` and it is not better, ``same`` when it is served already, else
+      ``promote``: the record, the patch (refused when the Deployment does not mount the volume the
+      folder is on: the claim of ``app``'s model ``store`` or its workspace, ``workspace_claim``)
+      and the undo command (``script``, run from the checkout of ``checkout`` when given);
+    - the lines to say: ``title`` names the runs, ``where`` the namespace.
+
+    Pure: no I/O. One-line refusals (:class:`UsageError`): those of :func:`pick`,
+    :func:`serving_container` and :func:`patch_body`."""
+    served = read_served(deployment, target)
+    best: Candidate | None = None
+    lines: list[str] = []
+    if model is None:
+        if not metric:
+            raise ValueError("decide: give the runs and a metric, or a model")
+        best = pick(runs, metric, goal_of(goal), models_root, available=available)
+        model = best.model
+        better, why = is_better(best.value, best.metric, best.goal, served, model)
+        lines += [best_line(best, title), f"Served by {target} in {where}: {served.model or '?'}; {why}"]
+    else:
+        better, why = True, "a model chosen by hand (no metric)"
+    decision = Decision(target, model, best, served, better, why, PROMOTE, lines=lines)
+    if if_better and not better:
+        decision.action = KEEP
+        lines.append(f"Not promoted (--if-better): {target} keeps {served.model or 'its model'}.")
+        return decision
+    if served.model == model:
+        decision.action = SAME
+        lines.append(f"Nothing to do: {target} already serves {model}.")
+        return decision
+    decision.record = promotion_record(model, run=best.run.id if best else None, metric=best.metric if best else None,
+                                       value=best.value if best else None, goal=best.goal if best else None,
+                                       previous=served.model, now=now)
+    decision.patch = patch_body(deployment, target, model, decision.record,
+                                folder_claim(model, app, store, workspace_claim))
+    what = f"run {best.run.id} ({best.metric} {num(best.value)}) to {target}" if best else f"to {target} by hand (no metric)"
+    decision.promoted = (f"Promoted {what}: {MODEL_ENV}={model}; its pods roll out now "
+                         f"(the annotation {PROMOTED_ANNOTATION} records it).")
+    decision.undo = undo_hint(script, target, served.model)
+    if decision.undo:
+        decision.undo_line = f"Undo{f' (from the checkout of {checkout})' if checkout else ''}: {decision.undo}"
+    return decision
 
 
 # --------------------------------------------------------------------------- config.yaml, in a pod
@@ -475,34 +563,21 @@ def run_in_pod(config: Path, *, metric: str | None, goal: str | None, if_better:
     available = (lambda f: Path(f).is_dir()) if Path(visible).is_dir() else None
     if available is None:
         say(f"note: {visible} is not mounted here: whether the model folder exists is not checked")
-    best = pick(runs, plan.metric, plan.goal, root, available=available)
-    for note in best.notes:
-        say(note)
-    say(f"Best of {len(runs)} run(s) in {folder} by {plan.metric} ({'lowest' if best.goal == 'min' else 'highest'} first): "
-        f"{best.run.id}, {plan.metric} {num(best.value)} at step {best.step}; its model: {best.model}")
+    rank(runs, plan.metric, plan.goal)  # the refusals (no run has the metric, none finished) before the API is asked
     api = KubeApi(sa_dir, environ)
-    deployment = api.get_deployment(plan.target)
-    served = read_served(deployment, plan.target)
-    better, why = is_better(best.value, plan.metric, best.goal, served, best.model)
-    say(f"Served by {plan.target}: {served.model or '?'}; {why}")
-    if if_better and not better:
-        say(f"Not promoted (--if-better): {plan.target} keeps {served.model or 'its model'}.")
+    decision = decide(api.get_deployment(plan.target), plan.target, runs, metric=plan.metric, goal=plan.goal,
+                      models_root=root, available=available, if_better=if_better, app=plan.app, store=plan.store,
+                      title=f"{len(runs)} run(s) in {folder}", where=api.namespace, checkout=plan.app)
+    for line in decision.notes + decision.lines:
+        say(line)
+    if decision.action != PROMOTE:
         return 0
-    if served.model == best.model:
-        say(f"Nothing to do: {plan.target} already serves {best.model}.")
-        return 0
-    record = promotion_record(best.model, run=best.run.id, metric=plan.metric, value=best.value, goal=best.goal,
-                              previous=served.model)
-    body = patch_body(deployment, plan.target, best.model, record,
-                      folder_claim(best.model, plan.app, plan.store))
     if dry_run:
         say(f"Would patch deployment {plan.target} in {api.namespace} ({PATCH_TYPE}):")
-        say(json.dumps(body, indent=1))
+        say(json.dumps(decision.patch, indent=1))
         return 0
-    api.patch_deployment(plan.target, body)
-    say(f"Promoted run {best.run.id} ({plan.metric} {num(best.value)}) to {plan.target} in {api.namespace}: "
-        f"{MODEL_ENV}={best.model}; its pods roll out now.")
-    hint = undo_hint("scripts/promote.sh", plan.target, served.model)
-    if hint:
-        say(f"Undo (from the checkout of {plan.app}): {hint}")
+    api.patch_deployment(plan.target, decision.patch)  # type: ignore[arg-type] - set when it promotes
+    say(decision.promoted)
+    if decision.undo_line:
+        say(decision.undo_line)
     return 0

@@ -17,7 +17,7 @@ import json
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from runtime.errors import UsageError
 
@@ -78,6 +78,26 @@ class Run:
         pick = min if goal == "min" else max
         value = pick(v for v, _ in good)
         return value, next(s for v, s in good if v == value)
+
+
+def newness(run: Run) -> float:
+    """When a run ended, else when it started (0 when neither is known)."""
+    return run.finished or run.started or 0.0
+
+
+def ranked(runs: Iterable[Run], metric: str | None, goal: str) -> list[Run]:
+    """The order compare and promote rank runs in, best first: by the best value of ``metric``
+    each reached (``goal``: min or max); runs without it last. Equal values: the newest run first
+    (:func:`newness`), then the greater id."""
+    by_id = sorted(runs, key=lambda r: r.id, reverse=True)
+
+    def key(r: Run) -> tuple[int, float, float]:
+        b = r.best(metric, goal) if metric else None
+        if b is None:
+            return (1, 0.0, -newness(r))
+        return (0, b[0] if goal == "min" else -b[0], -newness(r))
+
+    return sorted(by_id, key=key)
 
 
 def is_number(v: Any) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import difflib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +25,7 @@ from runtime import __version__
 from runtime import protocol as p
 from runtime.engine_base import Engine
 from runtime.drain import Drainer, DrainGuard
-from runtime.errors import NotReady, RequestError
+from runtime.errors import NotReady, RequestError, send_error
 from runtime.keys import ANONYMOUS, KeyRing
 from runtime.metrics import Metrics
 from runtime.ratelimit import Metering, RateLimiter
@@ -382,9 +381,8 @@ class Guard:
         await self.app(scope, receive, recording_send)
 
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps(error_body(f"The request body is larger than {self.max_body} bytes.", "invalid_request_error", code="request_too_large")).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
+        await send_error(send, RequestError(f"The request body is larger than {self.max_body} bytes.", status=413,
+                                            code="request_too_large"))
 
     def _record(self, endpoint: str, status: int, start: float) -> None:
         self.metrics.requests.labels(endpoint=endpoint, status=str(status)).inc()

@@ -22,7 +22,7 @@ from pydantic import BaseModel
 
 from runtime import protocol as p
 from runtime.engine_base import Engine, SamplingParams, Sequence
-from runtime.errors import RequestError, RequestTimeout
+from runtime.errors import RequestError, RequestTimeout, error_body
 from runtime.metrics import Metrics
 from runtime.ratelimit import Quota
 from runtime.scheduler import Event, Scheduler, Ticket
@@ -39,10 +39,6 @@ class JSON(JSONResponse):
 
     def render(self, content: Any) -> bytes:
         return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
-
-
-def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
-    return p.ErrorResponse(error=p.ErrorDetail(message=message, type=type, param=param, code=code)).model_dump()
 
 
 class TextStream:

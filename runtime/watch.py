@@ -17,8 +17,9 @@ run's checkpoints by step and its final model last. A checkpoint is **complete**
 1. every file its index lists (``model.safetensors.index.json`` / ``pytorch_model.bin.index.json``,
    the ``weight_map``) is present, or, without an index, a weight file (``*.safetensors``,
    ``pytorch_model.bin``) is; and
-2. either the marker file :data:`MARKER` (``mlshift-complete``, written by the trainer last) is in
-   it, which proves it complete at once, or no file in it has changed for ``quiet_seconds``: the
+2. either the marker file :data:`MARKER` (``mlshift-complete``, written last: by the trainer, or
+   by mlshift's launcher, wizard/launch.py, when a run's script exits 0) is in it, which proves it
+   complete at once, or no file in it has changed for ``quiet_seconds``: the
    newest modification time is that old, or the names, sizes and modification times have stayed
    the same over looks that far apart (for writers that keep old modification times).
 
@@ -51,6 +52,18 @@ from runtime.errors import UsageError, one_line
 MARKER = "mlshift-complete"
 INDEXES = ("model.safetensors.index.json", "pytorch_model.bin.index.json")
 STEP = re.compile(r"^checkpoint-(\d+)$")
+
+
+# --------------------------------------------------------------------------- the prompts
+def read_prompts(path: Path) -> list[Record]:
+    """The fixed prompts, read whole: JSON Lines of ``{"id": ..., "prompt": "..."}`` (or
+    ``"messages"``), the batch runner's records (ids unique), at least one. A bad file raises
+    UsageError, one line naming the file and the line. The watcher reads its prompts with it before
+    any model, and ``deploy`` a deployment's prompts file before it changes anything."""
+    records = read_records(path)
+    if not records:
+        raise UsageError(f"{path.name}: no prompts in it")
+    return records
 
 
 # --------------------------------------------------------------------------- finding checkpoints
@@ -313,9 +326,7 @@ class Watcher:
         if not root.is_dir() and (root.exists() or not wait_for_root):
             raise UsageError(f"--checkpoints {root}: no such folder")
         self.root = root
-        self.records = read_records(prompts)  # bad input stops here, one line, before any model
-        if not self.records:
-            raise UsageError(f"--prompts {prompts}: no prompts in it")
+        self.records = read_prompts(prompts)  # bad input stops here, one line, before any model
         self.eval_dir = output / "eval"
         try:
             self.eval_dir.mkdir(parents=True, exist_ok=True)

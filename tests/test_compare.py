@@ -448,3 +448,26 @@ def test_a_long_run_spans_many_blocks_and_records_split_across_them(tmp_path):
     run = read_wandb_file(f)
     assert run.params == {"notes": "x" * 80000, "lr": 0.5} and run.state == "finished"
     assert len(run.history["loss"]) == 3000 and run.history["loss"][-1] == (2999, pytest.approx(1 / 3000))
+
+
+def test_equal_best_values_rank_the_newest_first_as_promote_picks():
+    """compare's best run and promote's pick are the same run when values tie (one ranking)."""
+    from runtime.promote import pick
+    from runtime.records import Run
+    from wizard.ops.compare import compare_runs
+
+    def run(i: str, finished: float, values: list[float]) -> Run:
+        return Run(id=i, state="finished", started=finished - 60, finished=finished,
+                   history={"val_loss": list(enumerate(values))}, model_dir=f"/models/x/{i}")
+
+    runs = [run("a-old", 1000, [0.9, 0.5]), run("b-new", 3000, [0.5, 0.6]), run("c-mid", 2000, [0.5]),
+            run("d-worse", 4000, [0.7])]
+    table = compare_runs(runs, title="t", source="records", metric="val_loss", metric_given=True,
+                         goal="min", shown=None, now=5000)
+    assert [r.id for r in table.runs] == ["b-new", "c-mid", "a-old", "d-worse"]
+    assert table.best.id == pick(runs, "val_loss", "min").run.id == "b-new"
+    # a run without the metric goes last, whatever its age
+    runs.append(Run(id="e-none", state="finished", finished=9000))
+    table = compare_runs(runs, title="t", source="records", metric="val_loss", metric_given=True,
+                         goal="min", shown=None, now=9999)
+    assert table.runs[-1].id == "e-none"

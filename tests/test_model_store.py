@@ -312,6 +312,42 @@ def test_eval_watcher_on_shared_volumes_goes_anywhere_and_on_gpus_asks_for_them(
     assert check_manifest_text(files["manifests/eval-watcher.yaml"][0]) == []
 
 
+def test_the_watchers_pod_is_the_jobs_pod_with_its_own_container_and_placement():
+    """eval-watcher.yaml renders the shared pod (_pod.yaml.j2): the jobs' restricted-v2 pod, pull
+    secret and volumes, with its own container (Blueprint.eval_container), no config.yaml, and its
+    own GPUs and placement (Blueprint.eval_placement), whatever the application's are."""
+    def pods(**watcher):
+        cfg = config(resources={"gpus": 2, "gpu_product": "NVIDIA-A100-SXM4-80GB", "shm_size": "4Gi",
+                                "storage": {"models": {"enabled": True}}},
+                     image={"pull_secret": "regcred"}, application={"runtime": {"working_dir": "/opt/app"}},
+                     experiment={"eval_watcher": {"enabled": True, **watcher}})
+        files = render_files(cfg, "train")
+        assert check_manifest_text(files["manifests/eval-watcher.yaml"][0]) == []
+        return tuple(pod(yaml.safe_load(files[f"manifests/{n}.yaml"][0])) for n in ("job", "eval-watcher"))
+
+    job, watcher = pods()
+    for key in ("securityContext", "imagePullSecrets", "enableServiceLinks", "automountServiceAccountToken"):
+        assert watcher[key] == job[key]
+    assert watcher["imagePullSecrets"] == [{"name": "regcred"}] and watcher["terminationGracePeriodSeconds"] == 30
+    (app,), (watch,) = job["containers"], watcher["containers"]
+    assert watch["securityContext"] == app["securityContext"] and watch["image"] == app["image"]
+    assert (watch["name"], watch["workingDir"], app["workingDir"]) == ("watch", "/workspace/train", "/opt/app")
+    assert not {"ports", "lifecycle", "startupProbe", "readinessProbe", "livenessProbe"} & set(watch)
+    # the application's GPUs are its own: the watcher asks for none, and goes to no GPU node
+    assert [v["name"] for v in job["volumes"]] == ["workspace", "models", "config", "tmp", "dshm"]
+    assert job["volumes"][-1]["emptyDir"]["sizeLimit"] == "4Gi" and job["nodeSelector"] and job["tolerations"]
+    assert [v["name"] for v in watcher["volumes"]] == ["workspace", "models", "tmp"]
+    assert [m["name"] for m in watch["volumeMounts"]] == ["workspace", "models", "tmp"]
+    assert not {"tolerations", "nodeSelector"} & set(watcher)
+    # and its own GPU: /dev/shm of its own size, the GPU nodes
+    job, watcher = pods(gpus=1)
+    assert [v["name"] for v in watcher["volumes"]] == ["workspace", "models", "tmp", "dshm"]
+    assert watcher["volumes"][-1]["emptyDir"] == {"medium": "Memory", "sizeLimit": "2Gi"}
+    assert watcher["nodeSelector"] == job["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-A100-SXM4-80GB"}
+    assert watcher["tolerations"] == job["tolerations"]
+    assert watcher["containers"][0]["resources"]["limits"]["nvidia.com/gpu"] == 1
+
+
 def test_summary_says_what_runs_on_one_node(tmp_path):
     cfg = config(resources={"storage": {"models": {"enabled": True}}}, experiment={"eval_watcher": {"enabled": True}})
     text = "\n".join(summary_lines(cfg, "train", tmp_path / "train", force=False, old=None))
@@ -353,6 +389,36 @@ def test_deploy_without_the_prompts_file_is_one_line_and_touches_nothing(cluster
     (line,) = [x for x in err.splitlines() if x.startswith("error:")]
     assert "experiment.eval_watcher.prompts names workspace/eval-prompts.jsonl, which does not exist" in line
     assert cluster.calls() == []
+
+
+@pytest.mark.parametrize("text, where", [
+    (PROMPTS + "{oops\n", "prompts.jsonl line 2: not JSON"),  # a malformed line
+    ("", "prompts.jsonl: no prompts in it"),  # an empty file
+    ("\n" + PROMPTS + '{"id": "p2"}\n', "prompts.jsonl line 3: needs exactly one of 'prompt' (text) or 'messages'"),
+])
+def test_deploy_refuses_prompts_the_watcher_would_stop_on_with_its_own_line(cluster, capsys, tmp_path, text, where):
+    import subprocess
+
+    dep = cluster.job("train", EVAL, "experiment.eval_watcher.prompts=eval/prompts.jsonl")
+    (dep / "workspace" / "eval").mkdir()
+    prompts = dep / "workspace" / "eval" / "prompts.jsonl"
+    prompts.write_text(text)
+    rc, out, err = cluster.verb(capsys, "deploy", dep, "--build=never")
+    assert rc == 2, err
+    (line,) = error_lines(err)
+    assert line.startswith("error: experiment.eval_watcher.prompts names workspace/eval/prompts.jsonl, which the eval "
+                           "watcher cannot read: ") and where in line, line
+    assert cluster.calls() == []  # nothing asked of the cluster, nothing changed
+    # the very line the watcher stops on with this file (its pod would restart on it, again and again)
+    (tmp_path / "models").mkdir()
+    watcher = subprocess.run([sys.executable, "-m", "runtime", "watch", "--checkpoints", str(tmp_path / "models"),
+                              "--prompts", str(prompts), "--once"], capture_output=True, text=True, timeout=120)
+    assert watcher.returncode == 2 and watcher.stderr.count("\n") == 1, watcher.stderr
+    assert watcher.stderr.startswith("error: ") and watcher.stderr.strip()[len("error: "):] in line
+    # mended, the same deploy goes on
+    prompts.write_text(PROMPTS)
+    rc, out, err = cluster.verb(capsys, "deploy", dep, "--build=never")
+    assert rc == 0, err
 
 
 def test_a_custom_command_trainer_gets_its_prompts_uploaded(cluster, capsys):

@@ -331,6 +331,123 @@ def test_pick_takes_finished_runs_ties_by_newest_and_says_why_not():
         pick(runs, "acc", "max", "/models/x", available=lambda f: False)
 
 
+def serving(model: str = "tiny-model", promoted: dict | None = None, claim: str = "mlshift-models") -> dict:
+    """A serving Deployment as the API returns it: RUNTIME_MODEL, the model store mounted at /models."""
+    annotations = {"mlshift.io/promoted": json.dumps(promoted)} if promoted else {}
+    return {"metadata": {"name": "llm", "annotations": annotations},
+            "spec": {"template": {"spec": {
+                "containers": [{"name": "app", "env": [{"name": "RUNTIME_MODEL", "value": model}],
+                                "volumeMounts": [{"name": "models", "mountPath": "/models"}]}],
+                "volumes": [{"name": "models", "persistentVolumeClaim": {"claimName": claim}}]}}}}
+
+
+def decision_runs() -> list:
+    from runtime.records import Run
+
+    return [Run("a", state="finished", finished=10, params={"lr": 0.1}, history={"val_loss": [(0, 0.9), (1, 0.5)]}),
+            Run("b", state="finished", finished=20, params={"lr": 0.2}, history={"val_loss": [(0, 0.7), (1, 0.4), (2, 0.45)]}),
+            Run("c", state="running", params={"lr": 0.3}, history={"val_loss": [(0, 0.1)]})]
+
+
+def decide_for(deployment: dict, **how):
+    """runtime.promote.decide as the scheduled pod calls it (app train, the model store, namespace team-a)."""
+    from runtime.promote import Store, decide
+
+    given = {"metric": "val_loss", "goal": "minimize", "models_root": "/models/train", "app": "train", "store": Store(),
+             "where": "team-a", "title": "sweep s1", "checkout": "train", "now": 0.0, **how}
+    if "model" in how:
+        given = {k: v for k, v in given.items() if k not in ("metric", "goal", "models_root", "title")}
+        return decide(deployment, "llm", **given)
+    return decide(deployment, "llm", decision_runs(), **given)
+
+
+def test_decide_promotes_the_best_finished_run_and_says_what_both_callers_say():
+    d = decide_for(serving())
+    assert (d.action, d.better, d.candidate.run.id, d.model) == ("promote", True, "b", "/models/train/b")
+    assert d.record == {"model": "/models/train/b", "run": "b", "metric": "val_loss", "value": 0.4, "goal": "min",
+                        "at": "1970-01-01T00:00:00Z", "previous": "tiny-model"}
+    assert d.patch == {"metadata": {"annotations": {"mlshift.io/promoted": json.dumps(d.record, separators=(",", ":"))}},
+                       "spec": {"template": {"spec": {"containers": [
+                           {"name": "app", "env": [{"name": "RUNTIME_MODEL", "value": "/models/train/b"}]}]}}}}
+    assert d.notes == [] and d.lines == [
+        "Best of sweep s1 by val_loss (lowest is best): b (lr=0.2), val_loss 0.4 at step 1; its model: /models/train/b",
+        "Served by llm in team-a: tiny-model; nothing was promoted to llm yet (no mlshift.io/promoted annotation): "
+        "the best run counts as better"]
+    assert d.promoted == ("Promoted run b (val_loss 0.4) to llm: RUNTIME_MODEL=/models/train/b; its pods roll out now "
+                          "(the annotation mlshift.io/promoted records it).")
+    assert d.undo == "scripts/promote.sh --to llm --model tiny-model"
+    assert d.undo_line == "Undo (from the checkout of train): scripts/promote.sh --to llm --model tiny-model"
+    # promote.sh's: its script as the user types it, no checkout to name
+    d = decide_for(serving(), script="deployments/train/scripts/promote.sh", checkout=None)
+    assert d.undo_line == "Undo: deployments/train/scripts/promote.sh --to llm --model tiny-model"
+    # a run whose folder is not there is left out, with a note, and the next best taken
+    d = decide_for(serving(), available=lambda f: f != "/models/train/b")
+    assert d.candidate.run.id == "a" and d.notes and "run b (val_loss 0.4) left out" in d.notes[0]
+
+
+def test_decide_keeps_a_better_served_model_under_if_better_only():
+    old = {"model": "/models/train/old", "run": "old", "metric": "val_loss", "value": 0.3, "goal": "min",
+           "at": "2025-11-01T00:00:00Z", "previous": "tiny-model"}
+    d = decide_for(serving("/models/train/old", old), if_better=True)
+    assert (d.action, d.better, d.record, d.patch, d.undo, d.promoted) == ("keep", False, None, None, None, "")
+    assert d.why == "val_loss 0.4 > 0.3 of the served run old (lower is better): worse"
+    assert d.lines[1:] == [f"Served by llm in team-a: /models/train/old; {d.why}",
+                           "Not promoted (--if-better): llm keeps /models/train/old."]
+    d = decide_for(serving("/models/train/old", old))  # without --if-better: the best run, whatever is served
+    assert d.action == "promote" and d.record["previous"] == "/models/train/old"
+    assert d.undo_line.endswith("--to llm --model /models/train/old")
+    # a served model promoted by a worse value is replaced under --if-better
+    d = decide_for(serving("/models/train/old", {**old, "value": 0.6}), if_better=True)
+    assert d.action == "promote" and d.why.endswith(": better")
+
+
+def test_decide_changes_nothing_when_the_best_run_is_served_already():
+    record = {"model": "/models/train/b", "run": "b", "metric": "val_loss", "value": 0.4, "goal": "min",
+              "at": "2025-11-01T00:00:00Z", "previous": "tiny-model"}
+    d = decide_for(serving("/models/train/b", record))
+    assert (d.action, d.patch, d.lines[-1]) == ("same", None, "Nothing to do: llm already serves /models/train/b.")
+    d = decide_for(serving("/models/train/b", record), if_better=True)
+    assert (d.action, d.why) == ("keep", "that is the best run's model already")
+    assert d.lines[-1] == "Not promoted (--if-better): llm keeps /models/train/b."
+
+
+def test_decide_by_hand_promotes_the_model_given_with_no_metric():
+    d = decide_for(serving("/models/train/b"), model="org/m$x", script="train/scripts/promote.sh", checkout=None)
+    assert (d.action, d.candidate, d.lines, d.notes) == ("promote", None, [], [])
+    assert d.record == {"model": "org/m$x", "run": None, "metric": None, "value": None, "goal": None,
+                        "at": "1970-01-01T00:00:00Z", "previous": "/models/train/b"}
+    assert d.patch["spec"]["template"]["spec"]["containers"] == [
+        {"name": "app", "env": [{"name": "RUNTIME_MODEL", "value": "org/m$$x"}]}]  # as it is after $(VAR) expansion
+    assert d.promoted.startswith("Promoted to llm by hand (no metric): RUNTIME_MODEL=org/m$x; its pods roll out now")
+    assert d.undo_line == "Undo: train/scripts/promote.sh --to llm --model /models/train/b"
+    d = decide_for(serving("org/m"), model="org/m")
+    assert (d.action, d.lines) == ("same", ["Nothing to do: llm already serves org/m."])
+
+
+def test_decide_refuses_in_one_line_only_what_it_would_patch():
+    from runtime.errors import UsageError
+
+    other = serving(claim="other-models")
+    with pytest.raises(UsageError, match="deployment llm mounts /models from the claim other-models, not the claim "
+                                         "mlshift-models that holds /models/train/b"):
+        decide_for(other)
+    with pytest.raises(UsageError, match="mounts /models from the claim other-models"):
+        decide_for(other, model="/models/train/by-hand")
+    # nothing to patch, nothing refused: a served model that stays
+    kept = {"model": "/models/train/x", "run": "x", "metric": "val_loss", "value": 0.1, "goal": "min"}
+    assert decide_for(serving("/models/train/x", kept, claim="other-models"), if_better=True).action == "keep"
+    plain = serving()
+    plain["spec"]["template"]["spec"]["containers"][0]["env"] = [{"name": "OTHER", "value": "1"}]
+    with pytest.raises(UsageError, match="deployment llm does not take its model from RUNTIME_MODEL"):
+        decide_for(plain)
+    with pytest.raises(UsageError, match="no run has the metric 'bleu'; the metrics the runs have: val_loss"):
+        decide_for(serving(), metric="bleu")
+    from runtime.promote import decide
+
+    with pytest.raises(UsageError, match="no finished run has the metric 'val_loss' \\(1 run has it: 1 running\\)"):
+        decide(serving(), "llm", decision_runs()[2:], metric="val_loss", app="train", where="team-a")
+
+
 def test_the_launcher_records_the_model_folder_and_compare_reads_it(tmp_path):
     from runtime.records import read_record
 
@@ -478,7 +595,11 @@ def test_runtime_promote_gets_and_patches_the_deployment_with_the_service_accoun
     record = promoted(patch["body"])
     assert (record["run"], record["model"], record["value"], record["previous"]) == (BEST, f"/models/train/{BEST}", 0.4048, "tiny-model")
     assert env_of(api.deployment)["RUNTIME_MODEL"] == f"/models/train/{BEST}"
-    assert f"Promoted run {BEST} (val_loss 0.4048) to llm in team-a: RUNTIME_MODEL=/models/train/{BEST}" in done.stdout
+    # the lines promote.sh says (runtime.promote.decide says them for both)
+    assert f"by val_loss (lowest is best): {BEST} (lr=0.01, batch_size=16), val_loss 0.4048 at step 6" in done.stdout
+    assert "Served by llm in team-a: tiny-model; nothing was promoted to llm yet" in done.stdout
+    assert f"Promoted run {BEST} (val_loss 0.4048) to llm: RUNTIME_MODEL=/models/train/{BEST}; its pods roll out now " \
+           "(the annotation mlshift.io/promoted records it)." in done.stdout
     assert "Undo (from the checkout of train): scripts/promote.sh --to llm --model tiny-model" in done.stdout
     # the same again: what is served is the best, so --if-better changes nothing
     api.requests.clear()

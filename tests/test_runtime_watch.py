@@ -370,3 +370,49 @@ def test_cli_watch_waits_for_a_models_root_that_does_not_exist_yet(tmp_path: Pat
         proc.wait(timeout=30)
     rows = [json.loads(x) for x in (out / "eval" / "run-1--checkpoint-3.jsonl").read_text().splitlines()]
     assert [r["checkpoint"] for r in rows] == ["run-1/checkpoint-3"] * 3 and all(r["text"] for r in rows)
+
+
+# --------------------------------------------------------------------------- the launcher's marker: no quiet period to wait
+TRAINS = """\
+import os, sys
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+model, tokenizer = AutoModelForCausalLM.from_pretrained(sys.argv[1]), AutoTokenizer.from_pretrained(sys.argv[1])
+out = os.environ["MLSHIFT_MODEL_DIR"]
+for folder in (os.path.join(out, "checkpoint-1"), out):  # a checkpoint, then the final model in the run folder
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+sys.exit(int(sys.argv[2]))
+"""
+
+
+def test_models_of_a_run_the_launcher_ended_are_evaluated_at_once(tmp_path: Path, tiny_llama: Path) -> None:
+    """A run started through the launcher (wizard/launch.py, as a job's pod starts it) that exits 0
+    has its models marked; the watcher evaluates them at once, with a quiet period far longer than
+    this test. A failed run's models are not marked, and wait."""
+    import subprocess
+    import sys
+
+    from runtime_helpers import ROOT
+
+    root = tmp_path / "models" / "app"
+    (tmp_path / "train.py").write_text(TRAINS)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MLSHIFT_", "RANK", "LOCAL_RANK"))}
+    for run, code in (("250101-120000-good", 0), ("250101-130000-bad", 1)):
+        done = subprocess.run([sys.executable, str(ROOT / "wizard" / "launch.py"), str(tmp_path / "train.py"), str(tiny_llama),
+                               str(code)], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                              env={**env, "MLSHIFT_RUN": run, "MLSHIFT_MODEL_DIR": str(root / run),
+                                   "MLSHIFT_RESULTS": str(tmp_path / "results" / run)})
+        assert done.returncode == code, done.stderr[-3000:]
+    assert (root / "250101-120000-good" / MARKER).is_file() and (root / "250101-120000-good" / "checkpoint-1" / MARKER).is_file()
+    assert not list((root / "250101-130000-bad").rglob(MARKER))
+
+    write_prompts(tmp_path / "prompts.jsonl")
+    r = run_cli("watch", "--checkpoints", str(root), "--prompts", str(tmp_path / "prompts.jsonl"), "--once",
+                "--output", str(tmp_path / "out"), "--max-tokens", "4", "--quiet-seconds", "3600", env={"WANDB_PROJECT": ""})
+    assert r.returncode == 0, r.stderr
+    assert "done: 2 checkpoints evaluated" in r.stdout, r.stdout + r.stderr
+    assert sorted(p.name for p in (tmp_path / "out" / "eval").glob("*.jsonl")) == [
+        "250101-120000-good--checkpoint-1.jsonl", "250101-120000-good.jsonl"]
+    for name in ("250101-130000-bad/checkpoint-1", "250101-130000-bad"):
+        assert f"waiting for {name}: incomplete (files changed less than 3600 s ago (no {MARKER} marker))" in r.stderr, r.stderr

@@ -5,6 +5,7 @@ schemas, where the token goes, and deploy and status against the recording oc.""
 from __future__ import annotations
 
 import datetime as dt
+import json
 import os
 import re
 import subprocess
@@ -242,9 +243,9 @@ def test_steps_run_in_order_in_one_pod(eval_watcher, promote, steps):
     blueprint = Blueprint(cfg, "train")
     by_name = {c["name"]: c for c in rest}
     if "eval" in by_name:
-        command = by_name["eval"]["command"]
-        assert command[:5] == ["/bin/sh", "-c", AFTER_QUIET_WRAPPER, "mlshift-eval", "30"]
-        assert command[5:] == [*blueprint.eval_command, "--once"]
+        # at once, no quiet period to sleep: the launcher marked the run's models when it exited 0
+        assert by_name["eval"]["command"] == [*blueprint.eval_command, "--once"]
+        assert by_name["eval"]["command"][:4] == ["python3", "-m", "runtime", "watch"]
         assert by_name["eval"]["resources"] == train["resources"]  # the pod's GPUs
         assert "MLSHIFT_RUN" not in {e["name"] for e in by_name["eval"]["env"]}  # the watcher's environment
     if "promote" in by_name:
@@ -254,6 +255,18 @@ def test_steps_run_in_order_in_one_pod(eval_watcher, promote, steps):
         names = {e["name"] for e in by_name["promote"]["env"]}
         assert {"MLSHIFT_MODELS_ROOT", "POD_NAMESPACE", "PYTHONPATH"} <= names
         assert not {"HF_TOKEN", "WANDB_API_KEY"} & names  # no Secret in the container that holds the token
+
+
+def test_after_a_custom_command_the_eval_step_waits_the_quiet_period():
+    """No launcher runs a custom_command training, so nothing marks its models: the watcher takes
+    them as complete once their files have stayed unchanged for its quiet period."""
+    cfg = validate({"application": {"name": "train", "type": "custom_command", "source": {"command": "python -m trainer"},
+                                    "execution": {"mode": "job", "schedule": "0 3 * * *"}},
+                    "experiment": {"eval_watcher": {"enabled": True}}}, source="config.yaml")
+    train, command = [c["command"] for c in containers(pod_of(rendered(cfg)))]
+    assert "/etc/mlshift/launch.py" not in train
+    assert command[:5] == ["/bin/sh", "-c", AFTER_QUIET_WRAPPER, "mlshift-eval", "30"]
+    assert command[5:] == [*Blueprint(cfg, "train").eval_command, "--once"]
 
 
 def test_the_eval_step_waits_the_quiet_period_then_runs_its_words_as_they_are(tmp_path):
@@ -421,7 +434,7 @@ def test_a_schedule_taken_out_of_config_yaml_stops(cluster, capsys):
     rc, out, err = cluster.verb(capsys, "deploy", dep)  # the schedule stays, its promote step goes
     assert rc == 0, err
     (delete,) = [c["argv"] for c in cluster.calls() if c["argv"][0] == "delete" and "-l" in c["argv"]]
-    assert delete[2] == "rolebindings,roles,serviceaccounts" and "--cascade=orphan" not in delete
+    assert delete[2] == "rolebindings,roles,serviceaccounts,deployments" and "--cascade=orphan" not in delete
     assert '  role "train-promote" deleted (config.yaml no longer asks for it)' in out
     state = (cluster.log / "state.json").read_text()
     assert "CronJob/train" in state and "Role/train-promote" not in state
@@ -430,8 +443,9 @@ def test_a_schedule_taken_out_of_config_yaml_stops(cluster, capsys):
     rc, out, err = cluster.verb(capsys, "deploy", dep)
     assert rc == 0, err
     (delete,) = [c["argv"] for c in cluster.calls() if c["argv"][0] == "delete" and "-l" in c["argv"]]
-    assert delete[2] == "cronjobs,rolebindings,roles,serviceaccounts" and "--cascade=orphan" in delete
-    assert "app.kubernetes.io/instance=train,app.kubernetes.io/component=schedule,app.kubernetes.io/managed-by=mlshift" in delete
+    assert delete[2] == "cronjobs,rolebindings,roles,serviceaccounts,deployments,replicasets,pods" and "--cascade=orphan" in delete
+    assert ("app.kubernetes.io/instance=train,app.kubernetes.io/component in (schedule,eval),"
+            "app.kubernetes.io/managed-by=mlshift") in delete
     assert "CronJob/train" not in (cluster.log / "state.json").read_text()
     assert "Scheduled:" not in out
 
@@ -446,9 +460,63 @@ def test_a_member_without_the_admin_role_still_removes_the_cronjob(cluster, caps
     rc, out, err = cluster.verb(capsys, "deploy", dep)
     assert rc == 0, err
     deletes = [c["argv"][2] for c in cluster.calls() if c["argv"][0] == "delete" and "-l" in c["argv"]]
-    assert deletes == ["cronjobs,rolebindings,roles,serviceaccounts", "cronjobs,serviceaccounts"]
+    assert deletes == ["cronjobs,rolebindings,roles,serviceaccounts,deployments,replicasets,pods",
+                       "cronjobs,serviceaccounts,deployments,replicasets,pods"]
     assert "CronJob/train" not in (cluster.log / "state.json").read_text()
     assert "could not remove" not in err
+
+
+PROMPTS = '{"id": "p1", "prompt": "The capital of France is"}\n'
+
+
+def _unasked_deletes(cluster: Cluster) -> list[list[str]]:
+    """deploy's requests that remove what config.yaml does not ask for (by labels; its other
+    deletes, such as the upload's helper pod, go by name)."""
+    return [c["argv"][1:] for c in cluster.calls() if c["argv"][0] == "delete" and "-l" in c["argv"]]
+
+
+@pytest.mark.parametrize("sets, kinds, components, orphan", [
+    ((), "cronjobs,rolebindings,roles,serviceaccounts,deployments,replicasets,pods", " in (schedule,eval)", True),
+    (("experiment.eval_watcher.enabled=true",), "cronjobs,rolebindings,roles,serviceaccounts", "=schedule", True),
+    (("application.execution.schedule=@daily",), "rolebindings,roles,serviceaccounts,deployments", " in (schedule,eval)", False),
+    (("application.execution.schedule=@daily", "experiment.promote.to=llm"), "deployments", "=eval", False),
+    (("application.execution.schedule=@daily", "experiment.promote.to=llm", "experiment.eval_watcher.enabled=true"),
+     None, None, None),
+])
+def test_each_job_deploy_removes_what_is_not_asked_for_in_one_request(cluster, capsys, sets, kinds, components, orphan):
+    dep = cluster.job("train", *sets)
+    (dep / "workspace" / "eval-prompts.jsonl").write_text(PROMPTS)
+    rc, out, err = cluster.verb(capsys, "deploy", dep)
+    assert rc == 0, err
+    deletes = _unasked_deletes(cluster)
+    if kinds is None:  # config.yaml asks for all of it: no request at all
+        assert deletes == []
+        return
+    selector = (f"app.kubernetes.io/instance=train,app.kubernetes.io/component{components},"
+                "app.kubernetes.io/managed-by=mlshift")
+    assert deletes == [["--namespace=team-a", kinds, "-l", selector, "--ignore-not-found", "--wait=false",
+                        *(["--cascade=orphan"] if orphan else [])]]
+
+
+def test_a_schedule_and_an_eval_watcher_taken_out_together_go_in_one_request(cluster, capsys):
+    dep = cluster.job("train", "application.execution.schedule=@daily", "experiment.eval_watcher.enabled=true")
+    (dep / "workspace" / "eval-prompts.jsonl").write_text(PROMPTS)
+    assert cluster.verb(capsys, "deploy", dep)[0] == 0
+    state = lambda: json.loads((cluster.log / "state.json").read_text())["objects"]  # noqa: E731
+    assert {"CronJob/train", "Deployment/train-eval"} <= set(state())
+    cfg = dep / "config.yaml"
+    text = cfg.read_text()
+    text = text.replace("    schedule: '@daily'\n", "")
+    text = text.replace("  eval_watcher:\n    enabled: true\n", "  eval_watcher:\n    enabled: false\n")
+    cfg.write_text(text)
+    assert "@daily" not in text and "enabled: false" in text
+    cluster.reset()
+    rc, out, err = cluster.verb(capsys, "deploy", dep, "--build=never")
+    assert rc == 0, err
+    assert len(_unasked_deletes(cluster)) == 1
+    assert "CronJob/train" not in state() and "Deployment/train-eval" not in state()
+    assert 'cronjob "train" deleted (config.yaml no longer asks for it)' in out
+    assert 'deployment "train-eval" deleted (config.yaml no longer asks for it)' in out
 
 
 def test_status_shows_the_last_and_the_next_run(cluster, capsys):

@@ -301,6 +301,107 @@ def test_steps_of_wandb_log_and_of_stdout_lines(tmp_path):
     assert json.loads((tmp_path / "r" / "run.json").read_text())["state"] == "finished"
 
 
+# --------------------------------------------------------------------------- the models a run saved, marked complete
+# A trainer's model folder: its final model in the folder itself, checkpoints in it, and what the
+# checkpoint watcher does not look at (a folder the Trainer is still saving into, a hidden one, a
+# folder without a model, one two levels down). Exits with argv[1] (or raises with "raise").
+SAVES = """\
+import os, sys
+root = os.environ["MLSHIFT_MODEL_DIR"]
+for sub in ("", "checkpoint-1", "checkpoint-2", "tmp-checkpoint-3", ".partial", "checkpoint-1/nested"):
+    os.makedirs(os.path.join(root, sub), exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        with open(os.path.join(root, sub, name), "w") as f:
+            f.write("{}")
+os.makedirs(os.path.join(root, "logs"), exist_ok=True)
+with open(os.path.join(root, "checkpoint-2", "mlshift-complete"), "w") as f:
+    f.write("the trainer's own")  # already marked: left as it is
+print("saved", flush=True)
+if sys.argv[1] == "raise":
+    raise RuntimeError("boom")
+if sys.argv[1] == "sleep":
+    import time
+    time.sleep(60)
+sys.exit(int(sys.argv[1]))
+"""
+
+
+def _markers(model_dir: Path) -> list[str]:
+    return sorted(p.parent.relative_to(model_dir).as_posix() for p in model_dir.rglob("mlshift-complete"))
+
+
+def test_the_launcher_keeps_the_watchers_names():
+    from runtime import watch
+
+    launch = _launch_module()
+    assert launch.MARKER == watch.MARKER and launch.SAVING == watch.SAVING
+
+
+def test_a_run_that_exits_0_has_its_models_marked_complete_as_the_watcher_looks(tmp_path):
+    model_dir = tmp_path / "models" / "app" / RUN_ID
+    done, _ = _run_launcher(tmp_path, SAVES, "0", drop=("WANDB_MODE", "MLSHIFT_TRACKING"),
+                            extra={"MLSHIFT_MODEL_DIR": str(model_dir)})
+    assert done.returncode == 0, done.stderr
+    assert _markers(model_dir) == [".", "checkpoint-1", "checkpoint-2"]
+    assert (model_dir / "mlshift-complete").read_bytes() == b""  # empty, as the watcher wants it
+    assert (model_dir / "checkpoint-2" / "mlshift-complete").read_text() == "the trainer's own"
+    assert "mlshift:" not in done.stderr  # nothing to say
+    # the watcher's own finding agrees: every model folder it would evaluate in this run is marked
+    from runtime.watch import find_checkpoints
+
+    found = find_checkpoints(model_dir.parent)
+    assert found and all((folder / "mlshift-complete").is_file() for folder in found)
+
+
+@pytest.mark.parametrize("outcome, extra, code", [
+    ("1", {}, 1),  # a failed run: its models may be half written
+    ("raise", {}, 1),
+    ("0", {"RANK": "1", "LOCAL_RANK": "1"}, 0),  # another rank: rank 0 marks them
+])
+def test_no_marker_after_a_failure_or_on_another_rank(tmp_path, outcome, extra, code):
+    model_dir = tmp_path / "models" / RUN_ID
+    done, _ = _run_launcher(tmp_path, SAVES, outcome, drop=("WANDB_MODE", "MLSHIFT_TRACKING"),
+                            extra={"MLSHIFT_MODEL_DIR": str(model_dir), **extra})
+    assert done.returncode == code, done.stderr
+    assert _markers(model_dir) == ["checkpoint-2"]  # only the trainer's own
+
+
+def test_no_marker_after_a_signal(tmp_path):
+    (tmp_path / "train.py").write_text(SAVES)
+    model_dir = tmp_path / "models" / "r1"
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "MLSHIFT_", "RANK", "LOCAL_RANK"))},
+           "MLSHIFT_RUN": "r1", "MLSHIFT_RESULTS": str(tmp_path / "results"), "MLSHIFT_MODEL_DIR": str(model_dir)}
+    proc = subprocess.Popen([sys.executable, str(LAUNCHER_FILE), str(tmp_path / "train.py"), "sleep"], env=env,
+                            stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline() == "saved\n"
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(30) == -signal.SIGTERM
+    assert _markers(model_dir) == ["checkpoint-2"]
+
+
+def test_a_model_dir_that_is_missing_or_cannot_take_the_marker_leaves_the_exit_code_alone(tmp_path):
+    done, _ = _run_launcher(tmp_path, "print('saved nothing')\n", drop=("WANDB_MODE", "MLSHIFT_TRACKING"),
+                            extra={"MLSHIFT_MODEL_DIR": str(tmp_path / "never-made")})
+    assert done.returncode == 0 and "mlshift:" not in done.stderr, done.stderr
+    assert not (tmp_path / "never-made").exists()
+    # A write that fails for any user, root included: the marker's path is longer than the system
+    # takes (PATH_MAX, 4096 bytes with its end), while the folder's and its config.json's are not.
+    model_dir = str(tmp_path / "m")
+    while len(model_dir) < 4081:
+        model_dir = os.path.join(model_dir, "d" * min(200, max(1, 4081 - len(model_dir) - 1)))
+    assert 4096 - len("/mlshift-complete") <= len(model_dir) < 4096 - len("/config.json")
+    os.makedirs(model_dir)
+    (Path(model_dir) / "config.json").write_text("{}")
+    done, results = _run_launcher(tmp_path, "print('saved')\n", drop=("WANDB_MODE", "MLSHIFT_TRACKING"),
+                                  extra={"MLSHIFT_MODEL_DIR": model_dir})
+    assert done.returncode == 0, done.stderr
+    (said,) = [line for line in done.stderr.splitlines() if line.startswith("mlshift:")]
+    assert said.startswith(f"mlshift: cannot write mlshift-complete in {model_dir} (")
+    assert "quiet period" in said
+    assert json.loads((results / "run.json").read_text())["state"] == "finished"
+    assert said in (results / "stdout.log").read_text()  # said in the run's log too
+
+
 # --------------------------------------------------------------------------- sync-runs
 def _offline_run(volume: Path, run_id: str, *, synced: bool = False, state: str | None = None) -> Path:
     folder = volume / "train" / "wandb" / "wandb" / f"offline-run-20251130_031200-{run_id}"

@@ -64,7 +64,8 @@ LAUNCHER_FILE = PACKAGE / "launch.py"
 LAUNCH_PATH_IN_POD = f"{CONFIG_MOUNT}/launch.py"
 MODEL_REF = f"$({MODEL_ENV})"  # the served model in vLLM's command line, expanded by Kubernetes
 RUN_LABEL = f"{LABEL_PREFIX}/submission"  # a submitted Job's pods carry their submission id (ops.base.SUBMISSION_LABEL)
-# A scheduled run's eval step: wait $1 seconds (the watcher's quiet period), then run the rest as it is.
+# A scheduled run's eval step after a training the launcher did not start (custom_command: nothing
+# marks its models complete): wait $1 seconds (the watcher's quiet period), then run the rest as it is.
 AFTER_QUIET_WRAPPER = 'sleep "$1"; shift; exec "$@"'
 # Schedules (application.execution.schedule): a CronJob names each Job it starts <cronjob>-<minutes
 # since 1970>, and Kubernetes (1.27+) labels the Job's pods with it: a scheduled run's id.
@@ -253,7 +254,8 @@ class ModelStoreFacts:
 
 @dataclass(frozen=True)
 class Step:
-    """One step of a scheduled run: a container of its pod (templates/manifests/_pod.yaml.j2, ``steps``)."""
+    """A container of a pod other than the application's own (templates/manifests/_pod.yaml.j2,
+    ``steps``): one step of a scheduled run, or the eval watcher's one container."""
 
     name: str  # the container's name (the application's step keeps the application's: app)
     what: str  # what it does, in words: train, evaluate, promote
@@ -261,8 +263,21 @@ class Step:
     env: list[dict[str, Any]] | None = None  # None: the pod's (the application's)
     resources: dict[str, Any] | None = None  # None: the application's
     token: bool = False  # the only container that gets the ServiceAccount's token
+    working_dir: str | None = None  # None: the application's
     token_mount = SERVICE_ACCOUNT_TOKEN_MOUNT
     token_seconds = PROMOTE_TOKEN_SECONDS
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a pod runs and what its GPUs need (templates/manifests/_pod.yaml.j2, ``placement``):
+    the application's pods have Blueprint.placement, the eval watcher's Blueprint.eval_placement."""
+
+    gpus: int  # GPUs a container asks for: the pod then gets /dev/shm in memory
+    shm_size: str | None  # the size of that /dev/shm
+    tolerations: list[dict[str, Any]]
+    gpu_product: str | None  # nodeSelector nvidia.com/gpu.product
+    affinity: dict[str, Any] | None
 
 
 @dataclass
@@ -577,6 +592,11 @@ class Blueprint:
         product = self.config.resources.gpu_product or self.profile.gpu_product
         return product if (product and self.gpus) else None
 
+    @property
+    def placement(self) -> Placement:
+        """The application's pods' placement: the resources section's GPUs, /dev/shm and GPU model."""
+        return Placement(self.gpus, self.config.resources.shm_size, self.tolerations, self.gpu_product, self.pod_affinity)
+
     # ------------------------------------------------------------------ the model store
     @property
     def model_store(self) -> "ModelStoreFacts | None":
@@ -691,13 +711,27 @@ class Blueprint:
             {"labelSelector": {"matchLabels": self.selector("job")}, "topologyKey": "kubernetes.io/hostname"}]}}
 
     @property
+    def eval_placement(self) -> Placement:
+        """The watcher's placement: its own GPUs (experiment.eval_watcher.gpus), a 2Gi /dev/shm with
+        them, and on a ReadWriteOnce volume the training pods' node (eval_affinity)."""
+        return Placement(self.config.experiment.eval_watcher.gpus, "2Gi", self.eval_tolerations, self.eval_gpu_product,
+                         self.eval_affinity)
+
+    @property
+    def eval_container(self) -> Step:
+        """The watcher's one container (``watch``): its command, environment and resources, run from
+        the folder deploy uploads workspace/ to (its prompts are there)."""
+        return Step("watch", "watch", self.eval_command, env=self.eval_env, resources=self.eval_resources,
+                    working_dir=self.workspace_folder)
+
+    @property
     def eval_deployment_annotations(self) -> dict[str, str]:
         if not self.build:
             return {}
         import json
 
         trigger = [{"from": {"kind": "ImageStreamTag", "name": f"{self.name}:latest"},
-                    "fieldPath": 'spec.template.spec.containers[?(@.name=="watch")].image'}]
+                    "fieldPath": f'spec.template.spec.containers[?(@.name=="{self.eval_container.name}")].image'}]
         return {"image.openshift.io/triggers": json.dumps(trigger, separators=(",", ":"))}
 
     @property
@@ -1046,18 +1080,23 @@ class Blueprint:
         with its environment and the training's resources: the pod has them, GPUs and all) when
         experiment.eval_watcher is on, then promote (``python3 -m runtime promote --if-better``,
         small, the only one with the token) when experiment.promote.to is set. A step runs only
-        when the one before succeeded."""
+        when the one before succeeded.
+
+        The evaluation starts at once: a training started through the launcher (a Python entry
+        point) has ended with exit code 0, and the launcher then wrote the watcher's marker file
+        in every model folder of the run, so the watcher takes this run's models as complete
+        without its quiet period (another run's, being written meanwhile, still waits). A
+        custom_command training has no launcher, so nothing marks its models: after it the eval
+        step waits the quiet period first."""
         steps = [Step(self.container_name, "train", self.container_command)]
         if self.eval_watcher:
-            # The watcher takes a model without its marker file as complete once its files have
-            # not changed for quiet_seconds: wait that long after the training, so that this
-            # run's last model counts (another run's, being written meanwhile, still waits).
-            from runtime.settings import WatchSettings
+            command = [k8s_escape(w) for w in [*self.eval_command, "--once"]]
+            if not self.uses_launcher:  # nothing marks the models: wait until their files count as settled
+                from runtime.settings import WatchSettings
 
-            quiet = math.ceil(WatchSettings.model_fields["quiet_seconds"].default)
-            steps.append(Step("eval", "evaluate", ["/bin/sh", "-c", AFTER_QUIET_WRAPPER, "mlshift-eval", str(quiet),
-                                                   *[k8s_escape(w) for w in [*self.eval_command, "--once"]]],
-                              env=self.eval_env))
+                quiet = math.ceil(WatchSettings.model_fields["quiet_seconds"].default)
+                command = ["/bin/sh", "-c", AFTER_QUIET_WRAPPER, "mlshift-eval", str(quiet), *command]
+            steps.append(Step("eval", "evaluate", command, env=self.eval_env))
         if self.promote_to:
             steps.append(Step("promote", f"promote to {self.promote_to} if better",
                               ["python3", "-m", "runtime", "promote", "--config", CONFIG_PATH_IN_POD, "--if-better"],

@@ -21,9 +21,17 @@ Python 3.8+. It never imports mlshift. SCRIPT runs in this same process (runpy, 
   this run (its config is added to it). An image without wandb, or an init that fails, is said
   and the run goes on with its records (W&B disabled, so wandb.log still records).
 
-Under torchrun (or any launcher setting RANK / LOCAL_RANK) only rank 0 records and tracks; the
-other ranks run SCRIPT with W&B disabled (WANDB_MODE=disabled: their wandb.init and wandb.log
-do nothing). The exit code is SCRIPT's (an uncaught exception: 1, its
+When SCRIPT ends with exit code 0 and $MLSHIFT_MODEL_DIR is a folder, the models it saved there are
+whole: the launcher writes the marker file ``mlshift-complete`` (:data:`MARKER`, empty) in every
+model folder there that lacks one, the folder itself when it holds a model (a config.json) and each
+folder directly in it that does (``checkpoint-500/``; hidden folders and ``tmp-checkpoint-*`` left
+out), as the checkpoint watcher (``python -m runtime watch``) looks; the watcher then takes them as
+complete at once, without waiting for its quiet period. Not after a failure or a signal; a marker
+that cannot be written is said once and the exit code stays SCRIPT's.
+
+Under torchrun (or any launcher setting RANK / LOCAL_RANK) only rank 0 records, tracks and marks
+the models; the other ranks run SCRIPT with W&B disabled (WANDB_MODE=disabled: their wandb.init
+and wandb.log do nothing). The exit code is SCRIPT's (an uncaught exception: 1, its
 traceback printed); a signal that would have ended SCRIPT (SIGTERM, SIGINT, SIGHUP) ends this
 process by the same signal, after the records say so.
 """
@@ -47,6 +55,10 @@ _NUMBER = r"[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:inf|nan)"
 _PAIR = re.compile(r"([A-Za-z_][\w./-]*)\s*=\s*(" + _NUMBER + r")")
 _LINE = re.compile(r"\s*(?:" + _PAIR.pattern + r")(?:[\s,]+(?:" + _PAIR.pattern + r"))*[\s,]*")
 STEP_KEYS = ("_step", "step")
+# The checkpoint watcher's marker of a model folder written whole (runtime/watch.py's MARKER; this
+# file imports nothing of mlshift, so it keeps its own copy, which a test compares).
+MARKER = "mlshift-complete"
+SAVING = "tmp-checkpoint-"  # the Hugging Face Trainer saves into tmp-checkpoint-<step>/, then renames it
 
 
 def _now() -> str:
@@ -357,6 +369,52 @@ class Tracker:
                 _say(f"wandb finish: {exc}")
 
 
+def _is_model(folder: str) -> bool:
+    return os.path.isfile(os.path.join(folder, "config.json"))
+
+
+def model_folders(model_dir: str) -> list[str]:
+    """The model folders the checkpoint watcher finds in a run's model folder (runtime/watch.py,
+    find_checkpoints: ``model_dir`` is ``<models root>/<run id>``): ``model_dir`` itself when it
+    holds a config.json, and each folder directly in it that does, hidden ones and those the
+    Trainer is still saving into left out. Raises OSError when ``model_dir`` cannot be read."""
+    found = [model_dir] if _is_model(model_dir) else []
+    for name in sorted(os.listdir(model_dir)):
+        path = os.path.join(model_dir, name)
+        if not name.startswith((".", SAVING)) and os.path.isdir(path) and _is_model(path):
+            found.append(path)
+    return found
+
+
+def mark_models_complete(model_dir: str) -> list[str]:
+    """The marker (empty) in every model folder of ``model_dir`` that lacks one; the folders marked.
+    Whatever cannot be done is said once (one line), never raised: the run's outcome is the script's."""
+    marked, failed = [], []
+    try:
+        folders = model_folders(model_dir)
+    except OSError as exc:
+        _say(f"cannot mark the models in {model_dir} complete ({exc.strerror or exc}); "
+             "the checkpoint watcher takes them as complete once their files stay unchanged for its quiet period")
+        return marked
+    for folder in folders:
+        path = os.path.join(folder, MARKER)
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            failed.append((folder, exc))
+            continue
+        os.close(fd)
+        marked.append(folder)
+    if failed:
+        folder, exc = failed[0]
+        more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
+        _say(f"cannot write {MARKER} in {folder}{more} ({exc.strerror or exc}); the checkpoint watcher takes "
+             "them as complete once their files stay unchanged for its quiet period")
+    return marked
+
+
 def _user_traceback(exc: BaseException, script: str) -> None:
     """The traceback as Python would print it for SCRIPT, without the launcher's frames."""
     tb = exc.__traceback__
@@ -372,6 +430,7 @@ def main(argv: list[str]) -> int:
     script = os.path.abspath(argv[0])
     main_rank = is_main_rank()
     folder = os.environ.get("MLSHIFT_RESULTS") if main_rank else None
+    model_dir = os.environ.get("MLSHIFT_MODEL_DIR") if main_rank else None
     try:
         sys.stdout.reconfigure(line_buffering=True)  # lines reach the log (and name=value lines the metrics) as printed
     except (AttributeError, ValueError):
@@ -391,6 +450,8 @@ def main(argv: list[str]) -> int:
         if done:
             return
         done.append(code)
+        if code == 0 and model_dir and os.path.isdir(model_dir):  # its models are whole: the watcher need not wait
+            mark_models_complete(model_dir)
         if main_rank:
             tracker.finish(code)
         if tee is not None:

@@ -8,6 +8,7 @@ from there.
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -55,7 +56,7 @@ def remove_unasked(ctx: "Operation", kinds: list[str], flags: list[str], *, what
         ans = ctx.oc.call("delete", [",".join(kinds), *flags], check=False, what=what)
     if not ans.ok:
         why = next(iter(ans.err.strip().splitlines()), "oc failed")
-        selector = next((f for f in flags if f.startswith("--selector=")), None) or " ".join(flags[:2])
+        selector = next((f for f in flags if f.startswith("--selector=")), None) or shlex.join(flags[:2])
         warn(f"note: could not {what} ({why}); see `oc get {','.join(kinds)} {selector}`")
         return
     for line in ans.out.splitlines():

@@ -50,7 +50,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable
 
-from runtime.records import Run, goal_of, num, read_record
+from runtime.records import Run, goal_of, num, ranked as ranked_runs, read_record
 from runtime.records import flat_params as _flat, is_number as _number, iso_time as _iso, sorted_history as _sorted_history
 
 from ..blueprint import LABEL_PREFIX
@@ -596,13 +596,7 @@ def compare_runs(runs: list[Run], *, title: str, source: str, metric: str | None
     if metric:
         goals[metric] = goal
 
-    def key(r: Run) -> tuple:
-        b = r.best(metric, goal) if metric else None
-        if b is None:
-            return (1, 0.0, r.id)
-        return (0, b[0] if goal == "min" else -b[0], r.id)
-
-    ranked = sorted(runs, key=key)
+    ranked = ranked_runs(runs, metric, goal)
     if shown:
         metrics = list(dict.fromkeys(([metric] if metric else []) + shown))
     else:

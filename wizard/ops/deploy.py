@@ -19,7 +19,7 @@ from ..errors import UserError
 from ..files import check_destinations, write_file
 from ..paths import SOURCE_ROOT, WORKSPACE_MOUNT
 from . import diagnose, schedule
-from .base import Operation, poll_seconds, remove_unasked, selector_text, sleep, warn
+from .base import Operation, poll_seconds, remove_unasked, sleep, warn
 from .keys import create_secret
 from .oc import explain, first_line
 
@@ -361,24 +361,55 @@ def ensure_model_store(ctx: Operation) -> None:
             f"that name it share it, and delete never removes it")
 
 
-def prune_eval_watcher(ctx: Operation) -> None:
-    """Delete the eval watcher when config.yaml no longer asks for it (one request, none while it does)."""
+def prune_unasked(ctx: Operation) -> None:
+    """Delete what runs beside the jobs that config.yaml no longer asks for, in one request (none
+    when it asks for all of it): the schedule's objects it does not ask for (schedule.unasked) and
+    the eval watcher's Deployment. Found by their labels (this application's, of component
+    ``schedule`` or ``eval``, made by mlshift), never by their names: a Deployment named
+    <name>-eval may be another application's.
+
+    A CronJob goes with ``--cascade=orphan`` (the runs it started go on, and expire as submitted
+    ones do); that request then names the eval watcher's ReplicaSets and pods beside its
+    Deployment, which orphaning would otherwise leave running. When Roles are refused (a project
+    member without the admin role, who cannot have made them), a second request for the rest."""
     blueprint = ctx.blueprint
-    if blueprint.eval_watcher:
+    parts = [(schedule.COMPONENT, schedule.unasked(blueprint)), ("eval", [] if blueprint.eval_watcher else ["deployments"])]
+    parts = [(component, kinds) for component, kinds in parts if kinds]
+    if not parts:
         return
-    ctx.oc.note("the eval watcher, when config.yaml no longer asks for it (there is none unless an earlier deploy made it):")
-    # by its labels, not its name: a Deployment named <name>-eval may be another application's
-    remove_unasked(ctx, ["deployment"], [f"--selector={selector_text(blueprint.selector('eval'))}", "--ignore-not-found",
-                                         "--wait=false"], what="remove the eval watcher config.yaml no longer asks for")
+    kinds = [kind for _, part in parts for kind in part]
+    orphan = "cronjobs" in kinds
+    if orphan and "deployments" in kinds:
+        kinds += ["replicasets", "pods"]
+    components = [component for component, _ in parts]
+    component = f"={components[0]}" if len(components) == 1 else f" in ({','.join(components)})"
+    selector = f"{ctx.instance_selector},app.kubernetes.io/component{component},app.kubernetes.io/managed-by=mlshift"
+    flags = ["-l", selector, "--ignore-not-found", "--wait=false", *(["--cascade=orphan"] if orphan else [])]
+    ctx.oc.note("what runs beside the jobs that config.yaml no longer asks for (there is none unless an earlier deploy made it):")
+    remove_unasked(ctx, kinds, flags, what="remove what config.yaml no longer asks for", members_may_not=schedule.MEMBERS_MAY_NOT)
 
 
 def check_eval_prompts(ctx: Operation) -> None:
-    """The eval watcher's prompts are in workspace/ (deploy uploads them; the watcher stops without them)."""
+    """The eval watcher's prompts are in workspace/ (deploy uploads them) and the watcher can read
+    them: they are read here with its own reader (runtime.watch.read_prompts), so that a bad file is
+    refused now, with the line the watcher would stop on, not found by a watcher pod that restarts
+    on it."""
     ew = ctx.config.experiment.eval_watcher
-    if ctx.blueprint.eval_watcher and not (ctx.directory / "workspace" / ew.prompts).is_file():
+    if not ctx.blueprint.eval_watcher:
+        return
+    path = ctx.directory / "workspace" / ew.prompts
+    if not path.is_file():
         raise UserError(f"experiment.eval_watcher.prompts names workspace/{ew.prompts}, which does not exist",
                         hint='put the fixed prompts there, one JSON object per line such as {"id": "p1", "prompt": "..."}, '
                              "or name another file in experiment.eval_watcher.prompts")
+    from runtime.errors import UsageError
+    from runtime.watch import read_prompts
+
+    try:
+        read_prompts(path)
+    except UsageError as exc:
+        raise UserError(f"experiment.eval_watcher.prompts names workspace/{ew.prompts}, which the eval watcher cannot "
+                        f"read: {exc}", hint='one JSON object per line such as {"id": "p1", "prompt": "..."}') from None
 
 
 # --------------------------------------------------------------------------- deploy
@@ -410,8 +441,7 @@ def deploy(ctx: Operation, args) -> int:
         if rest:
             ctx.say("Applying what runs beside the jobs:")
             apply(ctx, rest)
-        schedule.prune(ctx)  # a schedule (or its promote step) taken out of config.yaml stops
-        prune_eval_watcher(ctx)  # as the eval watcher, taken out of it
+        prune_unasked(ctx)  # a schedule, its promote step or the eval watcher taken out of config.yaml stops
         ctx.say(f"\nReady for jobs. Submit one with: {ctx.script('submit-job.sh')}")
         if blueprint.eval_watcher:
             where = (f"; it starts on the node of the first job (the {' and '.join(blueprint.volumes_read_write_once)} "

@@ -2,21 +2,23 @@
 
 The runs are read as compare-experiments reads them (its sources: the records and W&B offline
 runs on the workspace volume, or ``--from DIR``; by default the newest sweep's, else every run;
-``--sweep ID|all``). The decision and the change are the runtime's (``runtime/promote.py``), the
-same that ``python -m runtime promote`` makes in a scheduled pod:
+``--sweep ID|all``). The decision, the change and what is said of them are the runtime's
+(``runtime.promote.decide``), the same that ``python -m runtime promote`` makes in a scheduled pod;
+this verb does the reading and writing around it:
 
 1. ``oc get deployment <to> -o json``: what it serves now (its ``RUNTIME_MODEL``) and the
    promotion that put it there (the annotation ``mlshift.io/promoted``);
 2. one ``oc exec`` in a pod of it: which of the runs' model folders it can see;
-3. the best finished run whose folder it sees (``runtime.promote.pick``); with ``--if-better``,
-   nothing more unless it beats the served one (``is_better``);
+3. the decision (``decide``): the best finished run whose folder it sees; with ``--if-better``,
+   nothing more unless it beats the served one; nothing more when it serves that model already;
 4. ``oc patch deployment <to> --type strategic``: the annotation and ``RUNTIME_MODEL``; the
    Deployment rolls out;
 5. when the serving deployment's folder is in this checkout (``deployments/<to>/``), its
    config.yaml gets ``inference.model: <folder>`` (the rest of the file as it was) and is
    re-rendered, so that the checkout says what the cluster serves.
 
-``--model PATH`` promotes a folder given by hand (no metric; what the undo line uses).
+``--model PATH`` promotes a folder given by hand (no metric; what the undo line uses): the same
+``decide``, with the model instead of the runs.
 """
 
 from __future__ import annotations
@@ -33,23 +35,22 @@ from typing import Any
 from runtime.errors import UsageError
 from runtime.promote import (
     MODEL_ENV,
+    PROMOTE,
     PROMOTED_ANNOTATION,
-    Candidate,
+    Decision,
     Served,
     Store,
+    best_line,
     check_mount,
+    decide,
     folder_claim,
     metric_and_goal as configured_metric_goal,
-    is_better,
     model_folder,
     num,
-    patch_body,
     pick,
-    promotion_record,
     rank,
     read_served,
     serving_container,
-    undo_hint,
 )
 from runtime.records import Run
 
@@ -218,20 +219,9 @@ def promote(ctx: Operation, args) -> int:  # type: ignore[no-untyped-def]
     if folders:
         mounts_it(ctx, deployment, target, folders[0])  # else its pods see none of the folders
     seen = folders_seen(ctx, target, served, folders)
-    try:
-        best = pick(runs, metric, goal, root, available=None if seen is None else seen.__contains__)
-    except UsageError as exc:
-        raise _user(exc) from None
-    for note in best.notes:
-        warn(note)
-    ctx.say(best_line(best, title))
-    better, why = is_better(best.value, metric, goal, served, best.model)
-    ctx.say(f"Served by {target} in {ctx.where}: {served.model or '?'}; {why}")
-    if args.if_better and not better:
-        ctx.say(f"Not promoted (--if-better): {target} keeps {served.model or 'its model'}.")
-        return 0
-    record = promotion_record(best.model, run=best.run.id, metric=metric, value=best.value, goal=goal, previous=served.model)
-    return change(ctx, target, deployment, served, best.model, record, best)
+    decision = decided(ctx, deployment, target, runs, metric=metric, goal=goal, models_root=root,
+                       available=None if seen is None else seen.__contains__, if_better=args.if_better, title=title)
+    return change(ctx, decision)
 
 
 def by_hand(ctx: Operation, target: str, folder: str) -> int:
@@ -240,35 +230,43 @@ def by_hand(ctx: Operation, target: str, folder: str) -> int:
         show_dry_patch(ctx, target, folder)
         return 0
     ctx.check_session()
-    deployment = read_deployment(ctx, target)
-    served = served_of(deployment, target)
-    if folder.startswith("/") and folder != served.model:
-        mounts_it(ctx, deployment, target, folder)
-        seen = folders_seen(ctx, target, served, [folder])
+    decision = decided(ctx, read_deployment(ctx, target), target, model=folder)  # its mount checked first
+    if decision.action == PROMOTE and folder.startswith("/"):
+        seen = folders_seen(ctx, target, decision.served, [folder])
         if seen is not None and folder not in seen:
             raise UserError(f"{folder} does not exist in {target}'s pods", hint="give a model folder on the volume they mount")
-    record = promotion_record(folder, run=None, metric=None, value=None, goal=None, previous=served.model)
-    return change(ctx, target, deployment, served, folder, record, None)
+    return change(ctx, decision)
 
 
-def change(ctx: Operation, target: str, deployment: dict[str, Any], served: Served, folder: str,
-           record: dict[str, Any], best: Candidate | None) -> int:
-    """Patch the serving Deployment, then bring its folder in this checkout along."""
-    if served.model == folder:
-        ctx.say(f"Nothing to do: {target} already serves {folder}.")
-        return 0
+def decided(ctx: Operation, deployment: dict[str, Any], target: str, runs: list[Run] | None = None,
+            **how: Any) -> Decision:
+    """The runtime's decision (``runtime.promote.decide``) with this deployment's claims, namespace
+    and script; its refusals as one-line errors."""
     try:
-        body = patch_body(deployment, target, folder, record, claim_of(ctx, folder))
+        return decide(deployment, target, runs or [], app=ctx.name, store=store_of(ctx),
+                      workspace_claim=ctx.blueprint.workspace_claim, where=ctx.where, script=ctx.script("promote.sh"),
+                      **how)
     except UsageError as exc:
         raise _user(exc) from None
+
+
+def change(ctx: Operation, decision: Decision) -> int:
+    """Say the decision; when it promotes, patch the serving Deployment, then bring its folder in
+    this checkout along."""
+    for note in decision.notes:
+        warn(note)
+    for line in decision.lines:
+        ctx.say(line)
+    if decision.action != PROMOTE:
+        return 0
+    target, folder = decision.target, decision.model
     place, note = find_checkout(ctx, target)
     if note:
         warn(note)
     checkout = prepare_checkout(place, folder) if place is not None else None  # checked before the cluster changes
-    ctx.oc.call("patch", ["deployment", target, "--type=strategic", "-p", json.dumps(body, separators=(",", ":"))],
+    ctx.oc.call("patch", ["deployment", target, "--type=strategic", "-p", json.dumps(decision.patch, separators=(",", ":"))],
                 what=f"patch the serving deployment {target}")
-    what = f"run {best.run.id} ({best.metric} {num(best.value)}) to {target}" if best else f"to {target} by hand (no metric)"
-    ctx.say(f"Promoted {what}: {MODEL_ENV}={folder}; its pods roll out now (the annotation {PROMOTED_ANNOTATION} records it).")
+    ctx.say(decision.promoted)
     if checkout is not None:
         changed = write_checkout(ctx, checkout)
         ctx.say(f"Updated {_shown(checkout.directory)}/config.yaml: inference.model: {folder}"
@@ -279,17 +277,21 @@ def change(ctx: Operation, target: str, deployment: dict[str, Any], served: Serv
     else:
         ctx.say(f"No folder of {target} in this checkout: set its inference.model to {folder} where you keep it, "
                 "or its next deploy puts its old model back.")
-    hint = undo_hint(ctx.script("promote.sh"), target, served.model)
-    if hint:
-        ctx.say(f"Undo: {hint}")
+    if decision.undo_line:
+        ctx.say(decision.undo_line)
     return 0
 
 
 # --------------------------------------------------------------------------- the cluster
+def store_of(ctx: Operation) -> Store | None:
+    """This deployment's model store (resources.storage.models), when it is on."""
+    store = ctx.blueprint.model_store
+    return Store(store.claim, store.mount) if store else None
+
+
 def claim_of(ctx: Operation, folder: str) -> str | None:
     """The claim that holds ``folder``: the model store's, or this deployment's workspace volume."""
-    store = ctx.blueprint.model_store
-    return folder_claim(folder, ctx.name, Store(store.claim, store.mount) if store else None, ctx.blueprint.workspace_claim)
+    return folder_claim(folder, ctx.name, store_of(ctx), ctx.blueprint.workspace_claim)
 
 
 def mounts_it(ctx: Operation, deployment: dict[str, Any], target: str, folder: str) -> None:
@@ -326,13 +328,6 @@ def folders_seen(ctx: Operation, target: str, served: Served, folders: list[str]
         return None
     indexes = {int(w) for w in ans.out.split() if w.isdigit()}
     return {f for i, f in enumerate(folders) if i in indexes}
-
-
-def best_line(best: Candidate, title: str) -> str:
-    params = ", ".join(f"{k}={v}" for k, v in best.run.params.items())
-    return (f"Best of {title} by {best.metric} ({'lowest' if best.goal == 'min' else 'highest'} is best): {best.run.id}"
-            + (f" ({params})" if params else "") + f", {best.metric} {num(best.value)} at step {best.step}; "
-            f"its model: {best.model}")
 
 
 def show_dry_patch(ctx: Operation, target: str, model: str) -> None:

@@ -1,11 +1,12 @@
 """The schedule of a job deployment on the cluster: what deploy says and removes, what status shows.
 
 deploy applies the CronJob (and the promote step's ServiceAccount, Role and RoleBinding) with the
-other objects that run beside the jobs; here it removes the ones config.yaml no longer asks for,
-found by their labels (component ``schedule``): a schedule taken out of config.yaml must stop
-starting runs. The Jobs a removed CronJob started are kept (``--cascade=orphan``): a run going on
-finishes, and its Job expires as a submitted one does. status reads the CronJob as the cluster has
-it: its schedule, its last run and the next one.
+other objects that run beside the jobs, and removes the ones config.yaml no longer asks for (here:
+which kinds), found by their labels (component ``schedule``), in its one request for all that runs
+beside the jobs (deploy.prune_unasked): a schedule taken out of config.yaml must stop starting runs.
+The Jobs a removed CronJob started are kept (``--cascade=orphan``): a run going on finishes, and its
+Job expires as a submitted one does. status reads the CronJob as the cluster has it: its schedule,
+its last run and the next one.
 """
 
 from __future__ import annotations
@@ -14,30 +15,22 @@ import datetime as dt
 from typing import Any
 
 from .. import cron
-from .base import Operation, remove_unasked
+from ..blueprint import Blueprint
+from .base import Operation
 
 COMPONENT = "schedule"
+# The kinds a project member without the admin role may not delete (nor have made).
+MEMBERS_MAY_NOT = ("rolebindings", "roles")
 
 
-def selector(ctx: Operation) -> str:
-    return f"{ctx.instance_selector},app.kubernetes.io/component={COMPONENT},app.kubernetes.io/managed-by=mlshift"
-
-
-def prune(ctx: Operation) -> None:
-    """Delete the schedule's objects that config.yaml no longer asks for: the CronJob when there is
-    no schedule, the promote step's identity when there is no promote step. One request (none when
-    the whole pipeline is configured); when Roles are refused (a project member without the admin
-    role, who cannot have made them), a second one for what a member may delete."""
-    blueprint = ctx.blueprint
+def unasked(blueprint: Blueprint) -> list[str]:
+    """The kinds of the schedule's objects that config.yaml does not ask for, which deploy removes:
+    the CronJob when there is no schedule (with ``--cascade=orphan``: the runs it started go on, and
+    expire as submitted ones do), the promote step's identity (its ServiceAccount, Role and
+    RoleBinding) when there is no promote step; none when the whole pipeline is configured."""
     if blueprint.promote_account:
-        return
-    kinds = ([] if blueprint.schedule else ["cronjobs"]) + ["rolebindings", "roles", "serviceaccounts"]
-    flags = ["-l", selector(ctx), "--ignore-not-found", "--wait=false"]
-    if not blueprint.schedule:
-        flags.append("--cascade=orphan")  # the runs it started go on, and expire as submitted ones do
-    ctx.oc.note("what config.yaml no longer asks for of a schedule (there is none unless an earlier deploy made it):")
-    remove_unasked(ctx, kinds, flags, what="remove what config.yaml no longer schedules",
-                   members_may_not=("rolebindings", "roles"))
+        return []
+    return ([] if blueprint.schedule else ["cronjobs"]) + ["rolebindings", "roles", "serviceaccounts"]
 
 
 def say_ready(ctx: Operation) -> None:
