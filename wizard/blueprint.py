@@ -89,8 +89,10 @@ NOT_LISTED_WHY = {
 }
 
 
-# The pod's and the container's security context, as templates/manifests/_pod.yaml.j2 spells
-# them out for the application's pods; the short-lived sync pod (ops/deploy.py) uses these.
+# The pod's and the container's security context (OpenShift's restricted-v2: non-root with no
+# fixed user id, no privilege escalation, no capabilities, RuntimeDefault seccomp), for every pod we
+# make: the manifests' (templates/manifests/_pod.yaml.j2, through Blueprint) and the short-lived
+# ones of deploy and compare (ops/deploy.py, ops/tracking.py).
 POD_SECURITY_CONTEXT = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 CONTAINER_SECURITY_CONTEXT = {
     "allowPrivilegeEscalation": False,
@@ -591,6 +593,14 @@ class Blueprint:
         """The GPU model the pods are placed on (nodeSelector nvidia.com/gpu.product), if any."""
         product = self.config.resources.gpu_product or self.profile.gpu_product
         return product if (product and self.gpus) else None
+
+    @property
+    def pod_security_context(self) -> dict[str, Any]:
+        return POD_SECURITY_CONTEXT
+
+    @property
+    def container_security_context(self) -> dict[str, Any]:
+        return CONTAINER_SECURITY_CONTEXT
 
     @property
     def placement(self) -> Placement:
