@@ -94,9 +94,12 @@ class Candidate:
 
 
 def model_folder(run: Run, models_root: str | None) -> str | None:
-    """Where ``run`` saved its model: its record's ``model_dir``, else ``<models root>/<run id>``."""
+    """Where ``run`` saved its model: its record's ``model_dir``, else ``<models root>/<run id>``.
+    None when neither names a folder in the pods: no models root, or a ``model_dir`` that is not
+    an absolute path (a record written by hand)."""
     if run.model_dir:
-        return posixpath.normpath(run.model_dir)
+        folder = posixpath.normpath(run.model_dir)
+        return folder if folder.startswith("/") else None
     if models_root:
         return posixpath.join(models_root.rstrip("/") or "/", run.id)
     return None
@@ -133,8 +136,9 @@ def pick(runs: Iterable[Run], metric: str, goal: str, models_root: str | None = 
         value, step = r.best(metric, goal)  # type: ignore[misc]
         folder = model_folder(r, models_root)
         if folder is None:
-            notes.append(f"note: run {r.id} ({metric} {num(value)}) left out: its record names no model folder "
-                         "(model_dir) and the models root is not known")
+            why = (f"its record's model_dir {r.model_dir!r} is not an absolute path" if r.model_dir else
+                   "its record names no model folder (model_dir) and the models root is not known")
+            notes.append(f"note: run {r.id} ({metric} {num(value)}) left out: {why}")
             continue
         if available is not None and not available(folder):
             notes.append(f"note: run {r.id} ({metric} {num(value)}) left out: its model folder {folder} does not exist "
@@ -301,12 +305,17 @@ class Decision:
     better: bool
     why: str  # one line: why it is better or not
     action: str
-    record: dict[str, Any] | None = None  # the annotation's content (promote only)
     patch: dict[str, Any] | None = None  # the strategic-merge patch of the Deployment (promote only)
-    undo: str | None = None  # the command that puts the previous model back (promote only)
     lines: list[str] = field(default_factory=list)  # what to say before the change, or instead of it
     promoted: str = ""  # what to say once the patch is made
-    undo_line: str | None = None  # what to say last
+    undo_line: str | None = None  # what to say last: the command that puts the previous model back
+
+    @property
+    def record(self) -> dict[str, Any] | None:
+        """The promotion record the patch writes (the annotation's content); None unless ``promote``."""
+        if self.patch is None:
+            return None
+        return json.loads(self.patch["metadata"]["annotations"][PROMOTED_ANNOTATION])
 
     @property
     def notes(self) -> list[str]:
@@ -361,17 +370,16 @@ def decide(deployment: Mapping[str, Any], target: str, runs: Iterable[Run] = (),
         decision.action = SAME
         lines.append(f"Nothing to do: {target} already serves {model}.")
         return decision
-    decision.record = promotion_record(model, run=best.run.id if best else None, metric=best.metric if best else None,
-                                       value=best.value if best else None, goal=best.goal if best else None,
-                                       previous=served.model, now=now)
-    decision.patch = patch_body(deployment, target, model, decision.record,
-                                folder_claim(model, app, store, workspace_claim))
+    record = promotion_record(model, run=best.run.id if best else None, metric=best.metric if best else None,
+                              value=best.value if best else None, goal=best.goal if best else None,
+                              previous=served.model, now=now)
+    decision.patch = patch_body(deployment, target, model, record, folder_claim(model, app, store, workspace_claim))
     what = f"run {best.run.id} ({best.metric} {num(best.value)}) to {target}" if best else f"to {target} by hand (no metric)"
     decision.promoted = (f"Promoted {what}: {MODEL_ENV}={model}; its pods roll out now "
                          f"(the annotation {PROMOTED_ANNOTATION} records it).")
-    decision.undo = undo_hint(script, target, served.model)
-    if decision.undo:
-        decision.undo_line = f"Undo{f' (from the checkout of {checkout})' if checkout else ''}: {decision.undo}"
+    undo = undo_hint(script, target, served.model)
+    if undo:
+        decision.undo_line = f"Undo{f' (from the checkout of {checkout})' if checkout else ''}: {undo}"
     return decision
 
 

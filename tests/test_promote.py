@@ -375,7 +375,6 @@ def test_decide_promotes_the_best_finished_run_and_says_what_both_callers_say():
         "the best run counts as better"]
     assert d.promoted == ("Promoted run b (val_loss 0.4) to llm: RUNTIME_MODEL=/models/train/b; its pods roll out now "
                           "(the annotation mlshift.io/promoted records it).")
-    assert d.undo == "scripts/promote.sh --to llm --model tiny-model"
     assert d.undo_line == "Undo (from the checkout of train): scripts/promote.sh --to llm --model tiny-model"
     # promote.sh's: its script as the user types it, no checkout to name
     d = decide_for(serving(), script="deployments/train/scripts/promote.sh", checkout=None)
@@ -389,7 +388,7 @@ def test_decide_keeps_a_better_served_model_under_if_better_only():
     old = {"model": "/models/train/old", "run": "old", "metric": "val_loss", "value": 0.3, "goal": "min",
            "at": "2025-11-01T00:00:00Z", "previous": "tiny-model"}
     d = decide_for(serving("/models/train/old", old), if_better=True)
-    assert (d.action, d.better, d.record, d.patch, d.undo, d.promoted) == ("keep", False, None, None, None, "")
+    assert (d.action, d.better, d.record, d.patch, d.undo_line, d.promoted) == ("keep", False, None, None, None, "")
     assert d.why == "val_loss 0.4 > 0.3 of the served run old (lower is better): worse"
     assert d.lines[1:] == [f"Served by llm in team-a: /models/train/old; {d.why}",
                            "Not promoted (--if-better): llm keeps /models/train/old."]
@@ -739,3 +738,19 @@ def test_vllm_image_takes_its_model_from_runtime_model(deployments):
     assert b.container_command[-2:] == ["--chat-template", "$$(kept)"]  # the user's words still kept as they are
     assert {"name": "RUNTIME_MODEL", "value": "org/m$$x"} in b.env  # $$: org/m$x after Kubernetes' expansion
     assert b.app_argv()[:3] == ["vllm", "serve", "org/m$x"]  # run-app in the pod: no expansion there
+
+
+def test_a_record_whose_model_dir_is_not_absolute_is_left_out_by_both_callers():
+    """A hand-written model_dir such as 'org/hub-model' is no folder in the pods: the run is left out
+    with a note and the next best one taken, whether the folders can be seen or not."""
+    from runtime.records import Run
+
+    runs = [*decision_runs(), Run("z", state="finished", finished=30, model_dir="org/hub-model",
+                                  history={"val_loss": [(0, 0.01)]})]
+    for available in (None, lambda f: True):
+        from runtime.promote import Store, decide
+
+        d = decide(serving(), "llm", runs, metric="val_loss", goal="min", models_root="/models/train", app="train",
+                   store=Store(), where="team-a", title="sweep s1", available=available, now=0.0)
+        assert d.candidate.run.id == "b" and d.model == "/models/train/b"
+        assert d.notes == ["note: run z (val_loss 0.01) left out: its record's model_dir 'org/hub-model' is not an absolute path"]
