@@ -7,8 +7,6 @@ import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from runtime import protocol as p
-
 
 def is_out_of_memory(exc: BaseException) -> bool:
     """An out-of-memory error from the device (torch raises ``torch.OutOfMemoryError``, a
@@ -115,6 +113,8 @@ class NotReady(RequestError):
 
 def error_body(message: str, type: str, param: str | None = None, code: str | None = None) -> dict[str, Any]:
     """An error in OpenAI's shape: ``{"error": {"message", "type", "param", "code"}}``."""
+    from runtime import protocol as p  # here: the wizard imports this module, and needs no request models
+
     return p.ErrorResponse(error=p.ErrorDetail(message=message, type=type, param=param, code=code)).model_dump()
 
 

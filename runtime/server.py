@@ -25,12 +25,12 @@ from runtime import __version__
 from runtime import protocol as p
 from runtime.engine_base import Engine
 from runtime.drain import Drainer, DrainGuard
-from runtime.errors import NotReady, RequestError, send_error
+from runtime.errors import NotReady, RequestError, error_body, send_error
 from runtime.keys import ANONYMOUS, KeyRing
 from runtime.metrics import Metrics
 from runtime.ratelimit import Metering, RateLimiter
 from runtime.scheduler import Scheduler
-from runtime.serving import JSON, Channels, error_body
+from runtime.serving import JSON, Channels
 from runtime.serving_chat import ServingChat
 from runtime.serving_completions import ServingCompletions
 from runtime.serving_embeddings import ServingEmbeddings

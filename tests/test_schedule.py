@@ -466,6 +466,18 @@ def test_a_member_without_the_admin_role_still_removes_the_cronjob(cluster, caps
     assert "could not remove" not in err
 
 
+def test_a_refused_removal_of_the_watcher_alone_is_one_request_and_a_note(cluster, capsys):
+    """Only the eval watcher not asked for: no Role among the kinds, so a refusal is not asked again."""
+    dep = cluster.job("train", "application.execution.schedule=@daily", "experiment.promote.to=llm")
+    cluster.set(FAKE_OC_FORBID="delete:Deployment")
+    rc, out, err = cluster.verb(capsys, "deploy", dep)
+    assert rc == 0, err
+    deletes = [c["argv"][2] for c in cluster.calls() if c["argv"][0] == "delete" and "-l" in c["argv"]]
+    assert deletes == ["deployments"]
+    assert "note: could not remove what config.yaml no longer asks for" in err
+    assert "see `oc get deployments -l app.kubernetes.io/instance=train,app.kubernetes.io/component=eval," in err
+
+
 PROMPTS = '{"id": "p1", "prompt": "The capital of France is"}\n'
 
 

@@ -353,6 +353,32 @@ def test_a_run_that_exits_0_has_its_models_marked_complete_as_the_watcher_looks(
     assert found and all((folder / "mlshift-complete").is_file() for folder in found)
 
 
+# The last checkpoint saved by a thread of its own (async saving), still writing when the script's
+# main code ends: the launcher marks it once the thread has ended, as Python waits for it anyway.
+SAVES_IN_THE_BACKGROUND = """\
+import os, threading, time
+root = os.environ["MLSHIFT_MODEL_DIR"]
+
+def save():
+    time.sleep(0.5)
+    os.makedirs(os.path.join(root, "checkpoint-9"))
+    for name in ("config.json", "model.safetensors"):
+        with open(os.path.join(root, "checkpoint-9", name), "w") as f:
+            f.write("{}")
+
+threading.Thread(target=save).start()
+"""
+
+
+def test_a_checkpoint_saved_in_the_background_is_marked_once_its_thread_ends(tmp_path):
+    model_dir = tmp_path / "models" / "app" / RUN_ID
+    model_dir.mkdir(parents=True)
+    done, _ = _run_launcher(tmp_path, SAVES_IN_THE_BACKGROUND, "0", drop=("WANDB_MODE", "MLSHIFT_TRACKING"),
+                            extra={"MLSHIFT_MODEL_DIR": str(model_dir)})
+    assert done.returncode == 0, done.stderr
+    assert _markers(model_dir) == ["checkpoint-9"]
+
+
 @pytest.mark.parametrize("outcome, extra, code", [
     ("1", {}, 1),  # a failed run: its models may be half written
     ("raise", {}, 1),

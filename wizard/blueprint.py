@@ -582,17 +582,12 @@ class Blueprint:
             amounts[self.profile.gpu_resource] = r.gpus
         return {"requests": dict(amounts), "limits": dict(amounts)}
 
-    @property
-    def tolerations(self) -> list[dict[str, Any]]:
-        if not self.gpus:
-            return []
-        return [t.model_dump(exclude_none=True) for t in self.profile.gpu_tolerations]
-
-    @property
-    def gpu_product(self) -> str | None:
-        """The GPU model the pods are placed on (nodeSelector nvidia.com/gpu.product), if any."""
+    def _placement(self, gpus: int, shm_size: str | None, affinity: dict[str, Any] | None) -> Placement:
+        """A pod's placement for ``gpus`` GPUs: the cluster profile's GPU tolerations and the GPU
+        model (config.yaml's, else the profile's) only when it asks for GPUs."""
         product = self.config.resources.gpu_product or self.profile.gpu_product
-        return product if (product and self.gpus) else None
+        tolerations = [t.model_dump(exclude_none=True) for t in self.profile.gpu_tolerations] if gpus else []
+        return Placement(gpus, shm_size, tolerations, product if (product and gpus) else None, affinity)
 
     @property
     def pod_security_context(self) -> dict[str, Any]:
@@ -605,7 +600,7 @@ class Blueprint:
     @property
     def placement(self) -> Placement:
         """The application's pods' placement: the resources section's GPUs, /dev/shm and GPU model."""
-        return Placement(self.gpus, self.config.resources.shm_size, self.tolerations, self.gpu_product, self.pod_affinity)
+        return self._placement(self.gpus, self.config.resources.shm_size, self.pod_affinity)
 
     # ------------------------------------------------------------------ the model store
     @property
@@ -700,17 +695,6 @@ class Blueprint:
         return [e for e in self.env if e["name"] in keep]
 
     @property
-    def eval_tolerations(self) -> list[dict[str, Any]]:
-        if not self.config.experiment.eval_watcher.gpus:
-            return []
-        return [t.model_dump(exclude_none=True) for t in self.profile.gpu_tolerations]
-
-    @property
-    def eval_gpu_product(self) -> str | None:
-        product = self.config.resources.gpu_product or self.profile.gpu_product
-        return product if (product and self.config.experiment.eval_watcher.gpus) else None
-
-    @property
     def eval_affinity(self) -> dict[str, Any] | None:
         """On a ReadWriteOnce workspace or store the watcher must run where the training pods run
         (the volume is attached to that node): required pod affinity to this application's job
@@ -724,8 +708,7 @@ class Blueprint:
     def eval_placement(self) -> Placement:
         """The watcher's placement: its own GPUs (experiment.eval_watcher.gpus), a 2Gi /dev/shm with
         them, and on a ReadWriteOnce volume the training pods' node (eval_affinity)."""
-        return Placement(self.config.experiment.eval_watcher.gpus, "2Gi", self.eval_tolerations, self.eval_gpu_product,
-                         self.eval_affinity)
+        return self._placement(self.config.experiment.eval_watcher.gpus, "2Gi", self.eval_affinity)
 
     @property
     def eval_container(self) -> Step:

@@ -22,7 +22,8 @@ Python 3.8+. It never imports mlshift. SCRIPT runs in this same process (runpy, 
   and the run goes on with its records (W&B disabled, so wandb.log still records).
 
 When SCRIPT ends with exit code 0 and $MLSHIFT_MODEL_DIR is a folder, the models it saved there are
-whole: the launcher writes the marker file ``mlshift-complete`` (:data:`MARKER`, empty) in every
+whole once the threads it left running have ended (a checkpoint saved in the background): the
+launcher waits for them, as Python would before exiting, then writes the marker file ``mlshift-complete`` (:data:`MARKER`, empty) in every
 model folder there that lacks one, the folder itself when it holds a model (a config.json) and each
 folder directly in it that does (``checkpoint-500/``; hidden folders and ``tmp-checkpoint-*`` left
 out), as the checkpoint watcher (``python -m runtime watch``) looks; the watcher then takes them as
@@ -386,16 +387,24 @@ def model_folders(model_dir: str) -> list[str]:
     return found
 
 
-def mark_models_complete(model_dir: str) -> list[str]:
-    """The marker (empty) in every model folder of ``model_dir`` that lacks one; the folders marked.
-    Whatever cannot be done is said once (one line), never raised: the run's outcome is the script's."""
-    marked, failed = [], []
+def _join_script_threads() -> None:
+    """Wait for the threads SCRIPT started and left running (not daemons: a checkpoint saved in the
+    background), as Python waits for them before it exits anyway."""
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and not thread.daemon:
+            thread.join()
+
+
+def mark_models_complete(model_dir: str) -> None:
+    """The marker (empty) in every model folder of ``model_dir`` that lacks one. Whatever cannot be
+    done is said once (one line), never raised: the run's outcome is the script's."""
+    failed = []
     try:
         folders = model_folders(model_dir)
     except OSError as exc:
         _say(f"cannot mark the models in {model_dir} complete ({exc.strerror or exc}); "
              "the checkpoint watcher takes them as complete once their files stay unchanged for its quiet period")
-        return marked
+        return
     for folder in folders:
         path = os.path.join(folder, MARKER)
         try:
@@ -406,13 +415,11 @@ def mark_models_complete(model_dir: str) -> list[str]:
             failed.append((folder, exc))
             continue
         os.close(fd)
-        marked.append(folder)
     if failed:
         folder, exc = failed[0]
         more = f" and {len(failed) - 1} more" if len(failed) > 1 else ""
         _say(f"cannot write {MARKER} in {folder}{more} ({exc.strerror or exc}); the checkpoint watcher takes "
              "them as complete once their files stay unchanged for its quiet period")
-    return marked
 
 
 def _user_traceback(exc: BaseException, script: str) -> None:
@@ -451,6 +458,7 @@ def main(argv: list[str]) -> int:
             return
         done.append(code)
         if code == 0 and model_dir and os.path.isdir(model_dir):  # its models are whole: the watcher need not wait
+            _join_script_threads()  # a checkpoint still being saved in the background is not whole yet
             mark_models_complete(model_dir)
         if main_rank:
             tracker.finish(code)

@@ -8,7 +8,6 @@ from there.
 from __future__ import annotations
 
 import os
-import shlex
 import sys
 import time
 from dataclasses import dataclass, field
@@ -42,26 +41,6 @@ def selector_text(labels: dict[str, str]) -> str:
 
 def warn(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def remove_unasked(ctx: "Operation", kinds: list[str], flags: list[str], *, what: str,
-                   members_may_not: tuple[str, ...] = ()) -> None:
-    """Delete the objects of ``kinds`` (found by the selector in ``flags``) that config.yaml no
-    longer asks for, in one request, and say each one deleted. A refusal is a note, never an
-    error: deploy goes on. ``members_may_not``: kinds a project member without the admin role may
-    not delete (nor have made); when refused, a second request without them."""
-    ans = ctx.oc.call("delete", [",".join(kinds), *flags], check=False, what=what)
-    if not ans.ok and members_may_not and "forbidden" in ans.err.lower():
-        kinds = [k for k in kinds if k not in members_may_not]
-        ans = ctx.oc.call("delete", [",".join(kinds), *flags], check=False, what=what)
-    if not ans.ok:
-        why = next(iter(ans.err.strip().splitlines()), "oc failed")
-        selector = next((f for f in flags if f.startswith("--selector=")), None) or shlex.join(flags[:2])
-        warn(f"note: could not {what} ({why}); see `oc get {','.join(kinds)} {selector}`")
-        return
-    for line in ans.out.splitlines():
-        if line.strip():
-            ctx.say(f"  {line.strip()} (config.yaml no longer asks for it)")
 
 
 @dataclass

@@ -59,10 +59,11 @@ class Forward:
     Its local port is any free one, not the remote port: the port a person forwards with
     ``port-forward.sh`` (8000) stays theirs, even while that forward is still starting."""
 
-    def __init__(self, ctx: Operation, pod: str, remote: int, local: int | None = None, wait: float = 30.0):
+    WAIT = 30.0  # seconds for the forward to open
+
+    def __init__(self, ctx: Operation, pod: str, remote: int):
         self.ctx, self.pod, self.remote = ctx, pod, remote
-        self.local = local if local is not None else (remote if ctx.dry_run else any_free_port())
-        self.wait = wait
+        self.local = remote if ctx.dry_run else any_free_port()
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -73,7 +74,7 @@ class Forward:
         self.proc = self.ctx.oc.background("port-forward", [f"pod/{self.pod}", f"{self.local}:{self.remote}"])
         if self.proc is None:
             return self
-        deadline = time.monotonic() + self.wait
+        deadline = time.monotonic() + self.WAIT
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 err = self.proc.stderr.read() if self.proc.stderr else ""
@@ -84,7 +85,7 @@ class Forward:
             except OSError:
                 time.sleep(0.1)
         self.__exit__()
-        raise UserError(f"the port-forward to {self.pod} did not open within {int(self.wait)}s",
+        raise UserError(f"the port-forward to {self.pod} did not open within {int(self.WAIT)}s",
                         hint="check the login and the network, then re-run")
 
     def __exit__(self, *exc: Any) -> None:
