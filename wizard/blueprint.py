@@ -427,15 +427,20 @@ class Blueprint:
         # Lets a Job or Deployment pod refer to the ImageStream tag by its short name.
         return {"alpha.image.policy.openshift.io/resolve-names": "*"} if self.build else {}
 
-    @property
-    def deployment_annotations(self) -> dict[str, str]:
+    def image_trigger(self, container: str) -> dict[str, str]:
+        """A Deployment's annotation that rolls ``container`` out on each new build of the image
+        (none when the image is not built on the cluster)."""
         if not self.build:
             return {}
         import json
 
         trigger = [{"from": {"kind": "ImageStreamTag", "name": f"{self.name}:latest"},
-                    "fieldPath": f'spec.template.spec.containers[?(@.name=="{self.container_name}")].image'}]
+                    "fieldPath": f'spec.template.spec.containers[?(@.name=="{container}")].image'}]
         return {"image.openshift.io/triggers": json.dumps(trigger, separators=(",", ":"))}
+
+    @property
+    def deployment_annotations(self) -> dict[str, str]:
+        return self.image_trigger(self.container_name)
 
     @property
     def container_name(self) -> str:
@@ -719,13 +724,7 @@ class Blueprint:
 
     @property
     def eval_deployment_annotations(self) -> dict[str, str]:
-        if not self.build:
-            return {}
-        import json
-
-        trigger = [{"from": {"kind": "ImageStreamTag", "name": f"{self.name}:latest"},
-                    "fieldPath": f'spec.template.spec.containers[?(@.name=="{self.eval_container.name}")].image'}]
-        return {"image.openshift.io/triggers": json.dumps(trigger, separators=(",", ":"))}
+        return self.image_trigger(self.eval_container.name)
 
     @property
     def storage_class(self) -> str | None:
